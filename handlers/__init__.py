@@ -1,0 +1,19 @@
+"""The handler table: every WebSocket command type and the function that serves it.
+
+``connect`` is not here: it is the handshake, handled by ``server.websocket``
+before any of these can run. To add your own commands, write a module with
+``Params`` models and async handler functions, and add its entries below.
+"""
+
+from __future__ import annotations
+
+from handlers import channels, session
+from server.dispatch import Handler, HandlerTable
+
+HANDLERS: HandlerTable = {
+    "ping": Handler(session.PingParams, session.ping),
+    "refresh": Handler(session.RefreshParams, session.refresh),
+    "subscribe": Handler(channels.SubscribeParams, channels.subscribe),
+    "unsubscribe": Handler(channels.UnsubscribeParams, channels.unsubscribe),
+    "publish": Handler(channels.PublishParams, channels.publish),
+}

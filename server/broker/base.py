@@ -1,0 +1,127 @@
+"""The ``Broker`` contract that every backend implements.
+
+A broker moves publications between the nodes (server processes) of one
+Stagewire cluster and owns each channel's stream position (offset and epoch)
+and its bounded history.
+
+Contract (checked by ``tests/broker/conformance.py`` for every backend):
+
+* **Offsets.** ``publish`` assigns the channel's next offset atomically: offsets
+  of one channel start at 1, increase by exactly one per publication, and no two
+  publications of a channel ever share an offset, whichever node published.
+* **Epochs.** A channel's epoch is an opaque string that stays the same while
+  its stream lives. When the stream is reset (its history expired, or the
+  backend lost it), the epoch changes and offsets start again from 1; so a
+  ``(offset, epoch)`` pair never names two different publications.
+* **Delivery.** After ``subscribe(channel)`` has returned, every publication to
+  that channel is passed to the handler's ``on_publication`` exactly once per
+  node while the backend is healthy, in offset order. A node only receives the
+  channels it subscribed to. ``publish`` returns once the publication has its
+  offset and is in the history; delivery to nodes, the publishing node
+  included, may happen before or after it returns.
+* **Failure.** When the backend cannot accept a publication, ``publish`` raises
+  :class:`BrokerUnavailable`; it never drops one silently. When a backend may
+  have missed deliveries (a lost connection), it calls ``on_gap`` for the
+  channels concerned once it is healthy again.
+* **Join/leave and control messages** are best-effort broadcasts with the same
+  per-channel order as publications.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, Sequence
+
+
+class BrokerUnavailable(Exception):
+    """The broker cannot accept the operation now; the caller may retry later."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPosition:
+    offset: int
+    epoch: str
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryOptions:
+    """How much of a channel's stream to keep, from the channel's namespace."""
+
+    size: int = 100
+    ttl: float = 300.0
+    # How long a stream's position (offset, epoch) outlives its last publication.
+    meta_ttl: float = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    channel: str
+    offset: int
+    epoch: str
+    data: Any
+    info: dict[str, Any] | None = None
+
+
+class BrokerHandler(Protocol):
+    """What a broker calls on its node. These calls must not block."""
+
+    def on_publication(self, pub: Publication) -> None: ...
+
+    def on_presence(self, kind: str, channel: str, info: dict[str, Any]) -> None: ...
+
+    def on_control(self, message: dict[str, Any]) -> None: ...
+
+    def on_gap(self, channels: Sequence[str]) -> None: ...
+
+
+class Broker(Protocol):
+    """A pub/sub backend with per-channel streams. See the module docstring."""
+
+    async def start(self, handler: BrokerHandler) -> None:
+        """Connect and start delivering to ``handler``."""
+
+    async def close(self) -> None:
+        """Stop delivering and release every resource."""
+
+    async def subscribe(self, channel: str) -> None:
+        """Start receiving ``channel``; called on the first local subscriber."""
+
+    async def unsubscribe(self, channel: str) -> None:
+        """Stop receiving ``channel``; called when the last local subscriber left."""
+
+    async def publish(
+        self,
+        channel: str,
+        data: Any,
+        *,
+        info: dict[str, Any] | None = None,
+        history: HistoryOptions = HistoryOptions(),
+    ) -> StreamPosition:
+        """Assign the next offset, keep it in history and deliver it to subscribed nodes."""
+
+    async def publish_presence(self, kind: str, channel: str, info: dict[str, Any]) -> None:
+        """Broadcast a ``join`` or ``leave`` to the nodes subscribed to ``channel``."""
+
+    async def publish_control(self, message: dict[str, Any]) -> None:
+        """Broadcast a control message to every node (disconnect a user, ...)."""
+
+    async def position(self, channel: str) -> StreamPosition:
+        """The channel's current top offset and epoch (offset 0 for a new stream)."""
+
+    async def history(
+        self,
+        channel: str,
+        *,
+        since: StreamPosition | None = None,
+        limit: int = 100,
+        reverse: bool = False,
+    ) -> tuple[list[Publication], StreamPosition]:
+        """Publications kept for ``channel`` and its current position.
+
+        With ``since``, only publications after ``since.offset`` are returned,
+        and only if ``since.epoch`` is the current epoch (otherwise none).
+        """
+
+    @property
+    def healthy(self) -> bool:
+        """Whether the backend is reachable now."""

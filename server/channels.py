@@ -1,0 +1,70 @@
+"""Channel names and the permission rules of their namespaces.
+
+A channel is named ``namespace:name``. Its namespace, declared in
+``config.toml`` under ``[namespaces.<ns>]``, says who may subscribe
+(``authenticated``, ``owner`` — only the user whose username is ``name`` — or
+``admin``), who may publish (``client``: any authenticated user,
+``subscriber``: users subscribed to the channel, ``server``: only the server
+API), and whether join/leave pushes are sent. Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Mapping, Protocol
+
+from server.broker.base import HistoryOptions
+from server.config import NamespaceSettings
+from server.errors import CommandError, ErrorCode
+
+CHANNEL_RE = re.compile(r"^([a-z0-9_-]{1,64}):([A-Za-z0-9_.@=,:\-]{1,190})$")
+
+
+class Subject(Protocol):
+    """Who is asking: the authenticated identity of a connection."""
+
+    username: str
+    role: str
+
+
+def split_channel(channel: str) -> tuple[str, str]:
+    """``"ns:name"`` → ``("ns", "name")``, or a BAD_REQUEST error."""
+    match = CHANNEL_RE.match(channel) if isinstance(channel, str) else None
+    if match is None:
+        raise CommandError(
+            ErrorCode.BAD_REQUEST,
+            "channel must look like namespace:name",
+            {"channel": "expected namespace:name ([a-z0-9_-] namespace, [A-Za-z0-9_.@=,:-] name)"},
+        )
+    return match.group(1), match.group(2)
+
+
+def namespace_of(channel: str, namespaces: Mapping[str, NamespaceSettings]) -> NamespaceSettings:
+    """The settings of the channel's namespace, or an UNKNOWN_CHANNEL error."""
+    ns, _ = split_channel(channel)
+    settings = namespaces.get(ns)
+    if settings is None:
+        raise CommandError(ErrorCode.UNKNOWN_CHANNEL, f"unknown namespace {ns!r}")
+    return settings
+
+
+def check_subscribe(subject: Subject, channel: str, ns: NamespaceSettings) -> None:
+    if ns.subscribe == "authenticated":
+        return
+    if ns.subscribe == "owner" and split_channel(channel)[1] == subject.username:
+        return
+    if ns.subscribe == "admin" and subject.role == "admin":
+        return
+    raise CommandError(ErrorCode.PERMISSION_DENIED, f"not allowed to subscribe to {channel}")
+
+
+def check_publish(subject: Subject, channel: str, ns: NamespaceSettings, subscribed: bool) -> None:
+    if ns.publish == "client":
+        return
+    if ns.publish == "subscriber" and subscribed:
+        return
+    raise CommandError(ErrorCode.PERMISSION_DENIED, f"not allowed to publish to {channel}")
+
+
+def history_options(ns: NamespaceSettings) -> HistoryOptions:
+    return HistoryOptions(size=ns.history_size, ttl=ns.history_ttl)

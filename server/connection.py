@@ -1,0 +1,158 @@
+"""One client connection: its identity, subscriptions, rate limit and writer.
+
+A connection never awaits its peer when something is sent to it: ``send``
+encodes and queues; the :class:`~server.writer.Writer` writes once per tick.
+``close`` is idempotent and synchronous: it queues the ``disconnect`` push,
+flushes it, and lets a background task finish the WebSocket close handshake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import secrets
+import time
+from typing import TYPE_CHECKING, Any, Mapping
+
+from aiohttp import web
+
+from server import protocol
+from server.errors import CloseCode
+from server.protocol import Encoding
+from server.writer import Writer
+
+if TYPE_CHECKING:
+    from server.auth import Identity
+    from server.node import Node
+
+log = logging.getLogger("stagewire.connection")
+
+CLOSE_TIMEOUT = 2.0
+
+
+class State(enum.Enum):
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    CLOSING = "closing"
+
+
+class Connection:
+    """A WebSocket client of this node."""
+
+    def __init__(
+        self,
+        node: Node,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport,
+        encoding: Encoding,
+        remote: str | None = None,
+    ) -> None:
+        settings = node.settings.client
+        self.id = secrets.token_hex(8)
+        self.node = node
+        self.ws = ws
+        self.encoding = encoding
+        self.remote = remote
+        self.state = State.CONNECTING
+        self.identity: Identity | None = None
+        self.subscriptions: set[str] = set()
+        self.writer = Writer(
+            transport,
+            node.flusher,
+            binary=encoding.binary,
+            limit=settings.write_buffer_limit,
+            on_overflow=self._on_overflow,
+        )
+        self._transport = transport
+        self._rate = settings.command_rate
+        self._burst = float(settings.command_burst)
+        self._tokens = self._burst
+        self._refilled_at = time.monotonic()
+        self._rejected = 0
+        self._expiry_timer: asyncio.TimerHandle | None = None
+        # Resolved by the WebSocket handler once the connection is fully gone.
+        self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    # -- sending ------------------------------------------------------------
+
+    def send(self, message: Mapping[str, Any]) -> None:
+        """Encode and queue one message for this client."""
+        self.writer.enqueue(protocol.encode(message, self.encoding))
+
+    def send_encoded(self, payload: bytes) -> None:
+        """Queue a message already encoded in this connection's encoding."""
+        self.writer.enqueue(payload)
+
+    # -- identity -----------------------------------------------------------
+
+    def authenticate(self, identity: Identity) -> None:
+        """Attach (or replace, on refresh) the identity and arm the expiry timer."""
+        self.identity = identity
+        self.state = State.CONNECTED
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, identity.expires_at - time.time())
+        self._expiry_timer = loop.call_later(delay, self._on_expired)
+
+    def _on_expired(self) -> None:
+        self.close(CloseCode.TOKEN_EXPIRED, "token expired")
+
+    # -- rate limit ---------------------------------------------------------
+
+    def allow_command(self) -> bool:
+        """Token bucket: ``command_rate`` per second with bursts of ``command_burst``."""
+        now = time.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._refilled_at) * self._rate)
+        self._refilled_at = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            self._rejected = 0
+            return True
+        self._rejected += 1
+        if self._rejected > self._burst:
+            # A client that keeps going after a burst of refusals is flooding us.
+            self.close(CloseCode.RATE_LIMITED, "too many commands")
+        return False
+
+    # -- closing ------------------------------------------------------------
+
+    def close(self, code: CloseCode, reason: str) -> None:
+        """Send ``disconnect`` and close the WebSocket; safe to call many times."""
+        if self.state is State.CLOSING:
+            return
+        self.state = State.CLOSING
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+            self._expiry_timer = None
+        writer = self.writer
+        if not writer.closed:
+            writer.enqueue(
+                protocol.encode(
+                    protocol.disconnect_push(int(code), reason, code.reconnect), self.encoding
+                )
+            )
+            writer.flush()
+            writer.closed = True
+        self.node.spawn(self._close_ws(code, reason))
+
+    def _on_overflow(self) -> None:
+        self.node.count_slow()
+        self.close(CloseCode.SLOW, "slow client: outbound buffer full")
+
+    async def _close_ws(self, code: CloseCode, reason: str) -> None:
+        try:
+            await asyncio.wait_for(
+                self.ws.close(code=int(code), message=reason.encode()), CLOSE_TIMEOUT
+            )
+        except (asyncio.TimeoutError, ConnectionError, RuntimeError):
+            pass
+        finally:
+            # A peer that does not answer the close handshake is cut off.
+            if not self._transport.is_closing():
+                self._transport.abort()
+
+    def __repr__(self) -> str:
+        user = self.identity.username if self.identity else None
+        return f"<Connection {self.id} user={user} state={self.state.value}>"

@@ -1,0 +1,111 @@
+"""Command dispatch: from a decoded frame to handler calls and replies.
+
+Handlers are plain async functions registered in one explicit table
+(``handlers.HANDLERS``): ``type → Handler(params model, function)``. A handler
+gets a :class:`Context` and its validated parameters, and returns a result (any
+JSON-compatible value) or raises a :class:`~server.errors.CommandError`.
+Anything else it raises is logged and answered with a generic INTERNAL error:
+a client never sees a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generic, Mapping, TypeVar
+
+import pydantic
+
+from server import protocol
+from server.errors import CommandError, Disconnect, ErrorCode, ProtocolError, StagewireError
+
+if TYPE_CHECKING:
+    from server.auth import Authenticator, Identity
+    from server.connection import Connection
+    from server.node import Node
+
+log = logging.getLogger("stagewire.dispatch")
+
+P = TypeVar("P", bound=pydantic.BaseModel)
+
+
+class Params(pydantic.BaseModel):
+    """Base of every command's parameters: strict types, unknown fields ignored."""
+
+    model_config = pydantic.ConfigDict(strict=True, extra="ignore", frozen=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a handler may touch."""
+
+    conn: Connection
+    node: Node
+    auth: Authenticator
+
+    @property
+    def user(self) -> Identity:
+        assert self.conn.identity is not None
+        return self.conn.identity
+
+
+@dataclass(frozen=True, slots=True)
+class Handler(Generic[P]):
+    params: type[P]
+    func: Callable[[Context, P], Awaitable[Any]]
+
+
+HandlerTable = Mapping[str, Handler]
+
+
+def validation_error(exc: pydantic.ValidationError) -> CommandError:
+    """One message per invalid field."""
+    fields: dict[str, str] = {}
+    for err in exc.errors():
+        name = ".".join(str(p) for p in err["loc"]) or "body"
+        fields.setdefault(name, err["msg"])
+    return CommandError(ErrorCode.BAD_REQUEST, "invalid fields: " + ", ".join(fields), fields)
+
+
+async def dispatch_frame(ctx: Context, data: str | bytes, table: HandlerTable) -> None:
+    """Run every command of one frame in order, queueing a reply for each."""
+    conn = ctx.conn
+    try:
+        messages = protocol.decode_frame(data, conn.encoding)
+    except ProtocolError as exc:
+        conn.send(protocol.error_reply(None, exc))
+        return
+    for message in messages:
+        if conn.state.value == "closing":
+            return
+        try:
+            command = protocol.parse_command(message)
+        except ProtocolError as exc:
+            conn.send(protocol.error_reply(exc.command_id, exc))
+            continue
+        conn.send(await run_command(ctx, command, table))
+
+
+async def run_command(ctx: Context, command: protocol.Command, table: HandlerTable) -> dict:
+    """Run one command and build its reply; never raises but :class:`Disconnect`."""
+    try:
+        if not ctx.conn.allow_command():
+            raise CommandError(ErrorCode.TOO_MANY_REQUESTS, "too many commands, slow down")
+        handler = table.get(command.type)
+        if handler is None:
+            if command.type == "connect":
+                raise CommandError(ErrorCode.BAD_REQUEST, "already connected")
+            raise CommandError(ErrorCode.METHOD_NOT_FOUND, f"unknown command type {command.type!r}")
+        try:
+            params = handler.params.model_validate(command.params)
+        except pydantic.ValidationError as exc:
+            raise validation_error(exc) from None
+        result = await handler.func(ctx, params)
+        return protocol.reply(command.id, result)
+    except Disconnect:
+        raise
+    except StagewireError as exc:
+        return protocol.error_reply(command.id, exc)
+    except Exception:
+        log.exception("command %s failed", command.type)
+        return protocol.error_reply(command.id, protocol.internal_error())

@@ -1,0 +1,233 @@
+"""The node: one Stagewire server process and its single delivery path.
+
+    publish → broker → node.on_publication → hub.broadcast → connection writers
+
+Every publication takes this path, even on one machine with the memory broker,
+so a single node behaves exactly like a member of a cluster. The node also
+keeps the registry of local connections (by user and by session) and carries
+out cluster-wide control messages such as "disconnect this user".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from typing import TYPE_CHECKING, Any, Coroutine, Mapping, Sequence
+
+from server import channels, protocol
+from server.broker.base import Broker, BrokerUnavailable, Publication, StreamPosition
+from server.config import NamespaceSettings, Settings
+from server.connection import Connection, State
+from server.errors import CloseCode, CommandError, ErrorCode
+from server.hub import Hub
+
+if TYPE_CHECKING:
+    from server.auth import Identity
+
+log = logging.getLogger("stagewire.node")
+
+
+class Node:
+    def __init__(self, settings: Settings, broker: Broker) -> None:
+        from server.writer import FlushScheduler
+
+        self.id = secrets.token_hex(6)
+        self.settings = settings
+        self.broker = broker
+        self.hub = Hub(broker)
+        self.flusher = FlushScheduler(asyncio.get_running_loop())
+        self.connections: dict[str, Connection] = {}
+        self._by_user: dict[str, set[Connection]] = {}
+        self._by_session: dict[str, set[Connection]] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._pinger: asyncio.Task | None = None
+        self.shutting_down = False
+        self.stats = {"slow_disconnects": 0, "publications": 0, "deliveries": 0}
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.broker.start(self)
+        self._pinger = asyncio.create_task(self._ping_forever(), name="node-ping")
+
+    async def shutdown(self, timeout: float) -> None:
+        """Tell every client to reconnect elsewhere, then wait (bounded) for them to go."""
+        self.shutting_down = True
+        conns = list(self.connections.values())
+        for conn in conns:
+            conn.close(CloseCode.SHUTDOWN, "server shutting down")
+        if conns:
+            await asyncio.wait([c.finished for c in conns], timeout=timeout)
+
+    async def close(self) -> None:
+        if self._pinger is not None:
+            self._pinger.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, *([self._pinger] if self._pinger else []), return_exceptions=True)
+        await self.broker.close()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task:
+        """Run a background task that the node tracks and cancels on close."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- connections ------------------------------------------------------------
+
+    def register(self, conn: Connection) -> None:
+        self.connections[conn.id] = conn
+
+    def set_identity(self, conn: Connection, identity: Identity) -> None:
+        """Give a connection its identity (on connect or refresh) and index it by user and session."""
+        old = conn.identity
+        if old is not None:
+            _discard(self._by_user, old.username, conn)
+            _discard(self._by_session, old.session_id, conn)
+        conn.authenticate(identity)
+        self._by_user.setdefault(identity.username, set()).add(conn)
+        self._by_session.setdefault(identity.session_id, set()).add(conn)
+
+    def unregister(self, conn: Connection) -> None:
+        """Forget a connection entirely; safe to call whatever state it is in."""
+        self.connections.pop(conn.id, None)
+        identity = conn.identity
+        if identity is not None:
+            _discard(self._by_user, identity.username, conn)
+            _discard(self._by_session, identity.session_id, conn)
+        for channel in self.hub.remove_connection(conn):
+            ns = self.settings.namespaces.get(channel.split(":", 1)[0])
+            if ns is not None and ns.join_leave and identity is not None:
+                self.spawn(self._presence_quietly("leave", channel, _client_info(conn)))
+
+    def count_slow(self) -> None:
+        self.stats["slow_disconnects"] += 1
+
+    # -- channels ---------------------------------------------------------------
+
+    def namespace(self, channel: str) -> NamespaceSettings:
+        return channels.namespace_of(channel, self.settings.namespaces)
+
+    async def subscribe(self, conn: Connection, channel: str) -> StreamPosition:
+        """Subscribe a connection (permissions already checked); returns the stream position."""
+        ns = self.namespace(channel)
+        if channel in conn.subscriptions:
+            raise CommandError(ErrorCode.ALREADY_SUBSCRIBED, f"already subscribed to {channel}")
+        if len(conn.subscriptions) >= self.settings.client.max_subscriptions:
+            raise CommandError(ErrorCode.LIMIT_EXCEEDED, "too many subscriptions")
+        try:
+            await self.hub.subscribe(conn, channel)
+            position = await self.broker.position(channel)
+        except BrokerUnavailable:
+            await self.hub.unsubscribe(conn, channel)
+            raise CommandError(ErrorCode.UNAVAILABLE, "broker temporarily unavailable") from None
+        if ns.join_leave:
+            await self._presence_quietly("join", channel, _client_info(conn))
+        return position
+
+    async def unsubscribe(self, conn: Connection, channel: str) -> None:
+        ns = self.namespace(channel)
+        if channel not in conn.subscriptions:
+            raise CommandError(ErrorCode.NOT_SUBSCRIBED, f"not subscribed to {channel}")
+        await self.hub.unsubscribe(conn, channel)
+        if ns.join_leave:
+            await self._presence_quietly("leave", channel, _client_info(conn))
+
+    async def publish(
+        self, channel: str, data: Any, info: dict[str, Any] | None = None
+    ) -> StreamPosition:
+        """Publish through the broker; raises UNAVAILABLE rather than dropping it."""
+        ns = self.namespace(channel)
+        try:
+            return await self.broker.publish(
+                channel, data, info=info, history=channels.history_options(ns)
+            )
+        except BrokerUnavailable:
+            raise CommandError(ErrorCode.UNAVAILABLE, "broker temporarily unavailable") from None
+
+    async def _presence_quietly(self, kind: str, channel: str, info: dict[str, Any]) -> None:
+        try:
+            await self.broker.publish_presence(kind, channel, info)
+        except BrokerUnavailable:
+            log.info("%s push for %s lost: broker unavailable", kind, channel)
+
+    # -- control ------------------------------------------------------------------
+
+    async def disconnect_user(self, username: str, reason: str = "disconnected by the server") -> None:
+        """Disconnect every connection of ``username`` on every node."""
+        await self._control({"op": "disconnect", "user": username, "reason": reason})
+
+    async def disconnect_session(self, session_id: str, reason: str = "logged out") -> None:
+        """Disconnect every connection of one login session, on every node."""
+        await self._control({"op": "disconnect", "session": session_id, "reason": reason})
+
+    async def _control(self, message: dict[str, Any]) -> None:
+        try:
+            await self.broker.publish_control(message)
+        except BrokerUnavailable:
+            # Still act locally; other nodes re-check the session when a client reconnects.
+            self.on_control(message)
+            raise CommandError(ErrorCode.UNAVAILABLE, "broker temporarily unavailable") from None
+
+    # -- BrokerHandler ------------------------------------------------------------
+
+    def on_publication(self, pub: Publication) -> None:
+        message = protocol.pub_push(pub.channel, pub.offset, pub.data, pub.info)
+        self.stats["publications"] += 1
+        self.stats["deliveries"] += self.hub.broadcast(pub.channel, message)
+
+    def on_presence(self, kind: str, channel: str, info: dict[str, Any]) -> None:
+        self.hub.broadcast(channel, protocol.presence_push(kind, channel, info))
+
+    def on_control(self, message: dict[str, Any]) -> None:
+        if message.get("op") != "disconnect":
+            log.warning("unknown control message %r", message.get("op"))
+            return
+        reason = str(message.get("reason") or "disconnected")
+        if "session" in message:
+            targets = self._by_session.get(message["session"], set())
+            code = CloseCode.SESSION_REVOKED
+        else:
+            targets = self._by_user.get(message.get("user", ""), set())
+            code = CloseCode.FORCE_DISCONNECT
+        for conn in list(targets):
+            conn.close(code, reason)
+
+    def on_gap(self, channels_: Sequence[str]) -> None:
+        """The broker may have lost publications: subscribers must recover."""
+        for channel in channels_:
+            for conn in list(self.hub.subscribers(channel)):
+                conn.close(CloseCode.INSUFFICIENT_STATE, "publications may have been missed")
+
+    # -- heartbeat ------------------------------------------------------------------
+
+    async def _ping_forever(self) -> None:
+        """Send an application-level ping so browser clients can detect a dead server.
+
+        Dead clients are detected with WebSocket ping/pong by aiohttp's heartbeat.
+        """
+        interval = self.settings.client.ping_interval
+        encoded = {enc: protocol.encode(protocol.PING_PUSH, enc) for enc in protocol.Encoding}
+        while True:
+            await asyncio.sleep(interval)
+            for conn in list(self.connections.values()):
+                if conn.state is State.CONNECTED:
+                    conn.send_encoded(encoded[conn.encoding])
+
+    def channel_counts(self) -> Mapping[str, int]:
+        return dict(self.hub.channels())
+
+
+def _client_info(conn: Connection) -> dict[str, Any]:
+    identity = conn.identity
+    return {"user": identity.username if identity else None, "client": conn.id}
+
+
+def _discard(index: dict[str, set[Connection]], key: str, conn: Connection) -> None:
+    conns = index.get(key)
+    if conns is not None:
+        conns.discard(conn)
+        if not conns:
+            del index[key]

@@ -1,0 +1,157 @@
+"""The ``GET /ws`` handler: upgrade, ``connect`` handshake, read loop, cleanup.
+
+A thin shell around :class:`~server.connection.Connection`: it reads frames,
+hands them to :func:`~server.dispatch.dispatch_frame`, and in its ``finally``
+always unregisters the connection, whatever happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import pydantic
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from server import protocol
+from server.appkeys import AUTH, HANDLER_TABLE, NODE, SETTINGS
+from server.connection import Connection
+from server.dispatch import Context, HandlerTable, Params, dispatch_frame, run_command, validation_error
+from server.errors import CloseCode, CommandError, Disconnect, ErrorCode, ProtocolError, StagewireError
+
+log = logging.getLogger("stagewire.websocket")
+
+
+class ConnectParams(Params):
+    token: str = pydantic.Field(min_length=1, max_length=4096)
+
+
+class _WebSocket(web.WebSocketResponse):
+    """Sends the ``disconnect`` push before aiohttp closes an oversized message with 1009."""
+
+    connection: Connection | None = None
+
+    async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True) -> bool:
+        if code == WSCloseCode.MESSAGE_TOO_BIG and self.connection is not None:
+            conn, self.connection = self.connection, None
+            conn.writer.enqueue(
+                protocol.encode(
+                    protocol.disconnect_push(int(CloseCode.MESSAGE_TOO_BIG), "message too big", False),
+                    conn.encoding,
+                )
+            )
+            conn.writer.flush()
+            conn.writer.closed = True
+        return await super().close(code=code, message=message, drain=drain)
+
+
+def origin_allowed(request: web.Request, allowed: tuple[str, ...]) -> bool:
+    """Browsers send Origin; it must be the server's own origin or an allowed one.
+
+    Non-browser clients send no Origin header and are let through: they
+    authenticate with a token like everyone else.
+    """
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    if "*" in allowed or origin in allowed:
+        return True
+    return origin == f"{request.scheme}://{request.host}"
+
+
+async def websocket_handler(request: web.Request) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
+    node = request.app[NODE]
+    if not origin_allowed(request, settings.server.allowed_origins):
+        raise web.HTTPForbidden(text="origin not allowed")
+    if node.shutting_down:
+        raise web.HTTPServiceUnavailable(text="shutting down")
+    ws = _WebSocket(
+        protocols=protocol.SUBPROTOCOLS,
+        heartbeat=settings.client.ping_interval,
+        max_msg_size=settings.client.max_message_size,
+        compress=False,
+    )
+    if not ws.can_prepare(request).ok:
+        raise web.HTTPBadRequest(text="expected a WebSocket upgrade")
+    await ws.prepare(request)
+    transport = request.transport
+    if transport is None:
+        return ws
+    conn = Connection(node, ws, transport, protocol.encoding_for(ws.ws_protocol), request.remote)
+    ws.connection = conn
+    ctx = Context(conn, node, request.app[AUTH])
+    table = request.app[HANDLER_TABLE]
+    node.register(conn)
+    try:
+        await _handshake(ctx, ws, settings.client.connect_timeout, table)
+        async for msg in ws:
+            if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
+                await dispatch_frame(ctx, msg.data, table)
+            elif msg.type is WSMsgType.ERROR:
+                break
+    except Disconnect as exc:
+        conn.close(exc.code, exc.reason)
+    except (asyncio.CancelledError, ConnectionError):
+        raise
+    except Exception:
+        log.exception("connection %s failed", conn.id)
+        conn.close(CloseCode.INTERNAL, "internal error")
+    finally:
+        node.unregister(conn)
+        if not conn.finished.done():
+            conn.finished.set_result(None)
+    return ws
+
+
+async def _handshake(ctx: Context, ws: _WebSocket, timeout: float, table: HandlerTable) -> None:
+    """The first command must be ``connect`` with a valid token; anything else closes."""
+    conn = ctx.conn
+    try:
+        msg = await ws.receive(timeout=timeout)
+    except asyncio.TimeoutError:
+        raise Disconnect(CloseCode.CONNECT_TIMEOUT, "no connect command in time") from None
+    if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+        raise Disconnect(CloseCode.NORMAL, "closed before connect")
+    command_id = None
+    try:
+        messages = protocol.decode_frame(msg.data, conn.encoding)
+        command = protocol.parse_command(messages[0])
+        command_id = command.id
+        if command.type != "connect":
+            raise CommandError(ErrorCode.UNAUTHORIZED, "the first command must be connect")
+        try:
+            params = ConnectParams.model_validate(command.params)
+        except pydantic.ValidationError as exc:
+            raise validation_error(exc) from None
+        identity = await ctx.auth.verify(params.token)
+    except StagewireError as exc:
+        if isinstance(exc, ProtocolError) and exc.command_id is not None:
+            command_id = exc.command_id
+        conn.send(protocol.error_reply(command_id, exc))
+        if exc.code is ErrorCode.TOKEN_EXPIRED:
+            raise Disconnect(CloseCode.TOKEN_EXPIRED, "token expired") from None
+        if exc.code is ErrorCode.UNAUTHORIZED:
+            raise Disconnect(CloseCode.UNAUTHORIZED, exc.message) from None
+        raise Disconnect(CloseCode.BAD_REQUEST, exc.message) from None
+    ctx.node.set_identity(conn, identity)
+    conn.send(
+        protocol.reply(
+            command.id,
+            {
+                "client": conn.id,
+                "user": {"id": identity.user_id, "username": identity.username, "role": identity.role},
+                "ping": ctx.node.settings.client.ping_interval,
+                "expires_in": max(0, int(identity.expires_at - time.time())),
+                "node": ctx.node.id,
+            },
+        )
+    )
+    # Commands sent in the same frame as connect run right after it.
+    for extra in messages[1:]:
+        try:
+            cmd = protocol.parse_command(extra)
+        except ProtocolError as exc:
+            conn.send(protocol.error_reply(exc.command_id, exc))
+            continue
+        conn.send(await run_command(ctx, cmd, table))

@@ -1,0 +1,139 @@
+"""Per-connection outbound buffers, coalesced into one write per event-loop tick.
+
+Fan-out must never await a peer. A publication is encoded once, and its bytes
+are appended to each subscriber's :class:`Writer`. Once per loop tick the
+:class:`FlushScheduler` turns each writer's pending messages into a single
+WebSocket frame and hands it to the transport with one ``write`` call.
+
+Each writer is bounded in bytes: its pending messages plus what the transport
+still holds may not exceed ``limit`` (checked as messages are queued and again
+before every write), so the total is bounded by about twice ``limit``. When a
+client cannot keep up, ``on_overflow`` is called and that client alone is
+disconnected; nobody else waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from typing import Callable
+
+OP_TEXT = 0x1
+OP_BINARY = 0x2
+_FIN = 0x80
+
+
+def frame_header(opcode: int, length: int) -> bytes:
+    """The header of an unmasked, final, uncompressed server-to-client frame."""
+    if length < 126:
+        return bytes((_FIN | opcode, length))
+    if length < 65536:
+        return struct.pack("!BBH", _FIN | opcode, 126, length)
+    return struct.pack("!BBQ", _FIN | opcode, 127, length)
+
+
+class FlushScheduler:
+    """Flushes every writer that has pending data, once per loop tick."""
+
+    __slots__ = ("_loop", "_dirty", "_scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._dirty: list[Writer] = []
+        self._scheduled = False
+
+    def mark(self, writer: Writer) -> None:
+        self._dirty.append(writer)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._run)
+
+    def _run(self) -> None:
+        self._scheduled = False
+        dirty, self._dirty = self._dirty, []
+        for writer in dirty:
+            writer.flush()
+
+
+class Writer:
+    """The outbound queue of one WebSocket connection."""
+
+    __slots__ = (
+        "_transport",
+        "_scheduler",
+        "_pending",
+        "_pending_bytes",
+        "_marked",
+        "_limit",
+        "_opcode",
+        "_separator",
+        "_on_overflow",
+        "closed",
+    )
+
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        scheduler: FlushScheduler,
+        *,
+        binary: bool,
+        limit: int,
+        on_overflow: Callable[[], None],
+    ) -> None:
+        self._transport = transport
+        self._scheduler = scheduler
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._marked = False
+        self._limit = limit
+        self._opcode = OP_BINARY if binary else OP_TEXT
+        # JSON messages in one frame are separated by newlines; msgpack needs nothing.
+        self._separator = b"" if binary else b"\n"
+        self._on_overflow = on_overflow
+        self.closed = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes queued here and not yet taken by the peer."""
+        return self._pending_bytes + self._transport.get_write_buffer_size()
+
+    def enqueue(self, payload: bytes) -> None:
+        """Queue one encoded message; it goes out with the next flush."""
+        if self.closed:
+            return
+        self._pending.append(payload)
+        self._pending_bytes += len(payload)
+        if self._pending_bytes > self._limit:
+            self._overflow()
+            return
+        if not self._marked:
+            self._marked = True
+            self._scheduler.mark(self)
+
+    def flush(self) -> None:
+        """Write everything pending as one frame, with one ``transport.write``."""
+        self._marked = False
+        if self.closed or not self._pending:
+            return
+        transport = self._transport
+        if transport.is_closing():
+            self.discard()
+            self.closed = True
+            return
+        if transport.get_write_buffer_size() + self._pending_bytes > self._limit:
+            self._overflow()
+            return
+        pending = self._pending
+        payload = pending[0] if len(pending) == 1 else self._separator.join(pending)
+        self._pending = []
+        self._pending_bytes = 0
+        transport.write(frame_header(self._opcode, len(payload)) + payload)
+
+    def discard(self) -> None:
+        """Drop everything pending (a slow client will not get it anyway)."""
+        self._pending = []
+        self._pending_bytes = 0
+
+    def _overflow(self) -> None:
+        self.discard()
+        self._on_overflow()

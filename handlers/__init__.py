@@ -16,4 +16,5 @@ HANDLERS: HandlerTable = {
     "subscribe": Handler(channels.SubscribeParams, channels.subscribe),
     "unsubscribe": Handler(channels.UnsubscribeParams, channels.unsubscribe),
     "publish": Handler(channels.PublishParams, channels.publish),
+    "history": Handler(channels.HistoryParams, channels.history),
 }

@@ -1,4 +1,4 @@
-"""Channel commands: ``subscribe``, ``unsubscribe`` and ``publish``."""
+"""Channel commands: ``subscribe`` (with recovery), ``unsubscribe``, ``publish``, ``history``."""
 
 from __future__ import annotations
 
@@ -7,13 +7,35 @@ from typing import Any
 import pydantic
 
 from server import channels, protocol
-from server.dispatch import Context, Params
+from server.broker.base import Publication, StreamPosition
+from server.dispatch import Context, Params, Reply
 
 Channel = pydantic.constr(min_length=3, max_length=255)
 
 
+class Position(Params):
+    offset: int = pydantic.Field(ge=0)
+    epoch: str = pydantic.Field(max_length=64)
+
+
 class SubscribeParams(Params):
     channel: Channel  # type: ignore[valid-type]
+    recover: bool = False
+    offset: int | None = pydantic.Field(default=None, ge=0)
+    epoch: str | None = pydantic.Field(default=None, max_length=64)
+
+    @pydantic.model_validator(mode="after")
+    def _recovery_needs_position(self) -> "SubscribeParams":
+        if self.recover and (self.offset is None or self.epoch is None):
+            raise ValueError("recover needs the last offset and epoch seen")
+        return self
+
+
+class HistoryParams(Params):
+    channel: Channel  # type: ignore[valid-type]
+    since: Position | None = None
+    limit: int = pydantic.Field(default=100, ge=0, le=1000)
+    reverse: bool = False
 
 
 class UnsubscribeParams(Params):
@@ -25,11 +47,36 @@ class PublishParams(Params):
     data: Any = pydantic.Field(...)
 
 
-async def subscribe(ctx: Context, params: SubscribeParams) -> dict[str, Any]:
+def publication(pub: Publication) -> dict[str, Any]:
+    """A publication as it appears in ``subscribe`` and ``history`` results."""
+    out: dict[str, Any] = {"offset": pub.offset, "data": pub.data}
+    if pub.info is not None:
+        out["info"] = pub.info
+    return out
+
+
+async def subscribe(ctx: Context, params: SubscribeParams) -> Reply:
     ns = ctx.node.namespace(params.channel)
     channels.check_subscribe(ctx.user, params.channel, ns)
-    position = await ctx.node.subscribe(ctx.conn, params.channel)
-    return {"offset": position.offset, "epoch": position.epoch}
+    since = None
+    if params.recover:
+        assert params.offset is not None and params.epoch is not None
+        since = StreamPosition(params.offset, params.epoch)
+    sub = await ctx.node.subscribe(ctx.conn, params.channel, since)
+    result: dict[str, Any] = {"offset": sub.position.offset, "epoch": sub.position.epoch}
+    if sub.recovered is not None:
+        result["recovered"] = sub.recovered
+        result["publications"] = [publication(p) for p in sub.publications]
+    conn, node, channel = ctx.conn, ctx.node, params.channel
+    return Reply(result, after=lambda: node.activate(conn, channel, sub))
+
+
+async def history(ctx: Context, params: HistoryParams) -> dict[str, Any]:
+    ns = ctx.node.namespace(params.channel)
+    channels.check_subscribe(ctx.user, params.channel, ns)
+    since = StreamPosition(params.since.offset, params.since.epoch) if params.since else None
+    pubs, top = await ctx.node.history(params.channel, since, params.limit, params.reverse)
+    return {"publications": [publication(p) for p in pubs], "offset": top.offset, "epoch": top.epoch}
 
 
 async def unsubscribe(ctx: Context, params: UnsubscribeParams) -> dict[str, Any]:

@@ -13,6 +13,18 @@ from server.config import ConfigError, Settings, load_settings
 log = logging.getLogger("stagewire")
 
 
+def _raise_open_files_limit() -> None:
+    """Each connection is a file descriptor; the default soft limit (often 1024) is too low."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):  # not on this platform, or not allowed
+        pass
+
+
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from aiohttp import web
 
@@ -29,6 +41,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             uvloop.install()
         except ImportError:  # uvloop is optional (not on Windows)
             pass
+    _raise_open_files_limit()
     host, port = settings.server.host, settings.server.port
     web.run_app(
         create_app(settings),

@@ -71,6 +71,7 @@ class Connection:
         self._refilled_at = time.monotonic()
         self._rejected = 0
         self._expiry_timer: asyncio.TimerHandle | None = None
+        self._close_task: asyncio.Task | None = None
         # Resolved by the WebSocket handler once the connection is fully gone.
         self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -135,7 +136,12 @@ class Connection:
             )
             writer.flush()
             writer.closed = True
-        self.node.spawn(self._close_ws(code, reason))
+        self._close_task = self.node.spawn(self._close_ws(code, reason))
+
+    async def wait_closed(self) -> None:
+        """Wait for a close started by :meth:`close` to finish (it is bounded in time)."""
+        if self._close_task is not None:
+            await asyncio.shield(self._close_task)
 
     def _on_overflow(self) -> None:
         self.node.count_slow()

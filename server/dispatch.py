@@ -50,6 +50,19 @@ class Context:
 
 
 @dataclass(frozen=True, slots=True)
+class Reply:
+    """A handler result with a step to run right after the reply is queued.
+
+    ``after`` runs synchronously once the reply is queued, before any other
+    message can be queued for the connection: ``subscribe`` uses it to make the
+    subscription live only after its reply.
+    """
+
+    result: Any
+    after: Callable[[], None]
+
+
+@dataclass(frozen=True, slots=True)
 class Handler(Generic[P]):
     params: type[P]
     func: Callable[[Context, P], Awaitable[Any]]
@@ -83,29 +96,41 @@ async def dispatch_frame(ctx: Context, data: str | bytes, table: HandlerTable) -
         except ProtocolError as exc:
             conn.send(protocol.error_reply(exc.command_id, exc))
             continue
-        conn.send(await run_command(ctx, command, table))
+        await run_command(ctx, command, table)
 
 
-async def run_command(ctx: Context, command: protocol.Command, table: HandlerTable) -> dict:
-    """Run one command and build its reply; never raises but :class:`Disconnect`."""
+async def run_command(ctx: Context, command: protocol.Command, table: HandlerTable) -> None:
+    """Run one command and queue its reply; never raises but :class:`Disconnect`."""
+    after = None
     try:
-        if not ctx.conn.allow_command():
-            raise CommandError(ErrorCode.TOO_MANY_REQUESTS, "too many commands, slow down")
-        handler = table.get(command.type)
-        if handler is None:
-            if command.type == "connect":
-                raise CommandError(ErrorCode.BAD_REQUEST, "already connected")
-            raise CommandError(ErrorCode.METHOD_NOT_FOUND, f"unknown command type {command.type!r}")
-        try:
-            params = handler.params.model_validate(command.params)
-        except pydantic.ValidationError as exc:
-            raise validation_error(exc) from None
-        result = await handler.func(ctx, params)
-        return protocol.reply(command.id, result)
+        reply = await _call(ctx, command, table)
     except Disconnect:
         raise
     except StagewireError as exc:
-        return protocol.error_reply(command.id, exc)
+        reply = protocol.error_reply(command.id, exc)
     except Exception:
         log.exception("command %s failed", command.type)
-        return protocol.error_reply(command.id, protocol.internal_error())
+        reply = protocol.error_reply(command.id, protocol.internal_error())
+    else:
+        if isinstance(reply, Reply):
+            reply, after = protocol.reply(command.id, reply.result), reply.after
+        else:
+            reply = protocol.reply(command.id, reply)
+    ctx.conn.send(reply)
+    if after is not None:
+        after()
+
+
+async def _call(ctx: Context, command: protocol.Command, table: HandlerTable) -> Any:
+    if not ctx.conn.allow_command():
+        raise CommandError(ErrorCode.TOO_MANY_REQUESTS, "too many commands, slow down")
+    handler = table.get(command.type)
+    if handler is None:
+        if command.type == "connect":
+            raise CommandError(ErrorCode.BAD_REQUEST, "already connected")
+        raise CommandError(ErrorCode.METHOD_NOT_FOUND, f"unknown command type {command.type!r}")
+    try:
+        params = handler.params.model_validate(command.params)
+    except pydantic.ValidationError as exc:
+        raise validation_error(exc) from None
+    return await handler.func(ctx, params)

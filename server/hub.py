@@ -8,6 +8,12 @@ holds, so racing subscribes and unsubscribes settle on the right state.
 
 ``broadcast`` is the fan-out: encode once per encoding, queue on every
 subscriber's writer, await nobody.
+
+A new subscription starts *pending*: while the node reads the channel's
+position or history from the broker, pushes for that connection are buffered
+instead of sent, so the ``subscribe`` reply always comes first and recovered
+publications are never duplicated or reordered. ``activate`` then delivers the
+buffer (skipping what the reply already covered) and makes the subscription live.
 """
 
 from __future__ import annotations
@@ -30,13 +36,16 @@ class Hub:
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
         self._subscribers: dict[str, set[Connection]] = {}
+        self._pending: dict[str, dict[Connection, list[Mapping[str, Any]]]] = {}
         self._held: set[str] = set()  # channels the broker delivers to us
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def subscribe(self, conn: Connection, channel: str) -> None:
-        """Add ``conn`` to ``channel``; subscribe the node in the broker if it is the first."""
-        subscribers = self._subscribers.setdefault(channel, set())
-        subscribers.add(conn)
+        """Add ``conn`` to ``channel`` as pending; subscribe the node in the broker if needed.
+
+        Pushes for ``conn`` on ``channel`` are buffered until :meth:`activate`.
+        """
+        self._pending.setdefault(channel, {})[conn] = []
         conn.subscriptions.add(channel)
         if channel not in self._held:
             try:
@@ -44,6 +53,24 @@ class Hub:
             except BaseException:
                 self._remove(conn, channel)
                 raise
+
+    def activate(self, conn: Connection, channel: str, covered_offset: int) -> None:
+        """Make a pending subscription live, sending what was buffered meanwhile.
+
+        Publications up to ``covered_offset`` were reported in the subscribe
+        reply (as its position or as recovered publications) and are skipped.
+        """
+        pending = self._pending.get(channel)
+        buffered = pending.pop(conn, None) if pending is not None else None
+        if pending is not None and not pending:
+            del self._pending[channel]
+        if buffered is None or channel not in conn.subscriptions:
+            return
+        for message in buffered:
+            if message.get("type") == "pub" and message["offset"] <= covered_offset:
+                continue
+            conn.send(message)
+        self._subscribers.setdefault(channel, set()).add(conn)
 
     async def unsubscribe(self, conn: Connection, channel: str) -> None:
         """Remove ``conn`` from ``channel``; unsubscribe the node if it was the last."""
@@ -60,6 +87,10 @@ class Hub:
 
     def broadcast(self, channel: str, message: Mapping[str, Any]) -> int:
         """Queue ``message`` for every local subscriber of ``channel``; returns how many."""
+        pending = self._pending.get(channel)
+        if pending:
+            for buffer in pending.values():
+                buffer.append(message)
         subscribers = self._subscribers.get(channel)
         if not subscribers:
             return 0
@@ -92,14 +123,20 @@ class Hub:
     def _remove(self, conn: Connection, channel: str) -> bool:
         """Remove one subscription; True when the channel has no local subscriber left."""
         conn.subscriptions.discard(channel)
+        pending = self._pending.get(channel)
+        if pending is not None:
+            pending.pop(conn, None)
+            if not pending:
+                del self._pending[channel]
         subscribers = self._subscribers.get(channel)
-        if subscribers is None:
-            return False
-        subscribers.discard(conn)
-        if subscribers:
-            return False
-        del self._subscribers[channel]
-        return True
+        if subscribers is not None:
+            subscribers.discard(conn)
+            if not subscribers:
+                del self._subscribers[channel]
+        return not self._wanted(channel)
+
+    def _wanted(self, channel: str) -> bool:
+        return bool(self._subscribers.get(channel) or self._pending.get(channel))
 
     async def _reconcile(self, channel: str) -> None:
         lock = self._locks.get(channel)
@@ -107,7 +144,7 @@ class Hub:
             lock = self._locks[channel] = asyncio.Lock()
         try:
             async with lock:
-                wanted = bool(self._subscribers.get(channel))
+                wanted = self._wanted(channel)
                 if wanted and channel not in self._held:
                     await self._broker.subscribe(channel)
                     self._held.add(channel)

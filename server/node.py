@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Coroutine, Mapping, Sequence
 
 from server import channels, protocol
@@ -26,6 +27,15 @@ if TYPE_CHECKING:
     from server.auth import Identity
 
 log = logging.getLogger("stagewire.node")
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """The outcome of a subscribe: the position, and what recovery found."""
+
+    position: StreamPosition
+    recovered: bool | None  # None: no recovery was asked for
+    publications: list[Publication]
 
 
 class Node:
@@ -110,8 +120,15 @@ class Node:
     def namespace(self, channel: str) -> NamespaceSettings:
         return channels.namespace_of(channel, self.settings.namespaces)
 
-    async def subscribe(self, conn: Connection, channel: str) -> StreamPosition:
-        """Subscribe a connection (permissions already checked); returns the stream position."""
+    async def subscribe(
+        self, conn: Connection, channel: str, recover_since: StreamPosition | None = None
+    ) -> Subscription:
+        """Start a pending subscription (permissions already checked).
+
+        Returns the channel's position and, when ``recover_since`` is given,
+        the publications missed since then, all or none. The caller must then
+        call :meth:`activate` right after queueing its reply.
+        """
         ns = self.namespace(channel)
         if channel in conn.subscriptions:
             raise CommandError(ErrorCode.ALREADY_SUBSCRIBED, f"already subscribed to {channel}")
@@ -119,13 +136,42 @@ class Node:
             raise CommandError(ErrorCode.LIMIT_EXCEEDED, "too many subscriptions")
         try:
             await self.hub.subscribe(conn, channel)
-            position = await self.broker.position(channel)
-        except BrokerUnavailable:
+            if recover_since is None:
+                return Subscription(await self.broker.position(channel), None, [])
+            return await self._recover(channel, recover_since, ns)
+        except BaseException as exc:
             await self.hub.unsubscribe(conn, channel)
+            if isinstance(exc, BrokerUnavailable):
+                raise CommandError(ErrorCode.UNAVAILABLE, "broker temporarily unavailable") from None
+            raise
+
+    async def _recover(self, channel: str, since: StreamPosition, ns: NamespaceSettings) -> Subscription:
+        limit = max(ns.history_size, 1)
+        pubs, top = await self.broker.history(channel, since=since, limit=limit)
+        gap = top.offset - since.offset
+        complete = (
+            since.epoch == top.epoch
+            and gap >= 0
+            and len(pubs) == gap
+            and (gap == 0 or pubs[0].offset == since.offset + 1)
+        )
+        # Never a partial replay: either every missed publication, or none.
+        return Subscription(top, complete, pubs if complete else [])
+
+    def activate(self, conn: Connection, channel: str, subscription: Subscription) -> None:
+        """Make a subscription live once its reply is queued; announce the join."""
+        self.hub.activate(conn, channel, subscription.position.offset)
+        ns = self.settings.namespaces.get(channel.split(":", 1)[0])
+        if ns is not None and ns.join_leave and channel in conn.subscriptions:
+            self.spawn(self._presence_quietly("join", channel, _client_info(conn)))
+
+    async def history(
+        self, channel: str, since: StreamPosition | None, limit: int, reverse: bool
+    ) -> tuple[list[Publication], StreamPosition]:
+        try:
+            return await self.broker.history(channel, since=since, limit=limit, reverse=reverse)
+        except BrokerUnavailable:
             raise CommandError(ErrorCode.UNAVAILABLE, "broker temporarily unavailable") from None
-        if ns.join_leave:
-            await self._presence_quietly("join", channel, _client_info(conn))
-        return position
 
     async def unsubscribe(self, conn: Connection, channel: str) -> None:
         ns = self.namespace(channel)

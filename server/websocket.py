@@ -99,8 +99,12 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         conn.close(CloseCode.INTERNAL, "internal error")
     finally:
         node.unregister(conn)
-        if not conn.finished.done():
-            conn.finished.set_result(None)
+        try:
+            # Returning closes the WebSocket with 1000: let our own close code go first.
+            await conn.wait_closed()
+        finally:
+            if not conn.finished.done():
+                conn.finished.set_result(None)
     return ws
 
 
@@ -154,4 +158,4 @@ async def _handshake(ctx: Context, ws: _WebSocket, timeout: float, table: Handle
         except ProtocolError as exc:
             conn.send(protocol.error_reply(exc.command_id, exc))
             continue
-        conn.send(await run_command(ctx, cmd, table))
+        await run_command(ctx, cmd, table)

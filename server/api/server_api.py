@@ -50,29 +50,18 @@ def key_matches(presented: str, keys: tuple[str, ...]) -> bool:
 
 
 def api_key_required(handler: Handler) -> Handler:
+    """Refuse (401) a request without one of the configured API keys; JSON errors."""
+
+    @common.json_handler
     async def wrapper(request: web.Request) -> web.StreamResponse:
         keys = request.app[SETTINGS].api.keys
-        presented = common.bearer_token(request)
         if not keys:
-            return common.error_response(
-                401, CommandError(ErrorCode.UNAUTHORIZED, "no API keys configured: set [api] keys")
-            )
-        if presented is None or not key_matches(presented, keys):
-            return common.error_response(401, CommandError(ErrorCode.UNAUTHORIZED, "invalid API key"))
-        try:
-            return await handler(request)
-        except StagewireError as exc:
-            return common.error_response(_status_for(exc.code), exc)
+            raise CommandError(ErrorCode.UNAUTHORIZED, "no API keys configured: set [api] keys")
+        if not key_matches(common.bearer_token(request), keys):
+            raise CommandError(ErrorCode.UNAUTHORIZED, "invalid API key")
+        return await handler(request)
 
     return wrapper
-
-
-def _status_for(code: ErrorCode) -> int:
-    return {
-        ErrorCode.BAD_REQUEST: 422,
-        ErrorCode.UNKNOWN_CHANNEL: 400,
-        ErrorCode.UNAVAILABLE: 503,
-    }.get(code, 400)
 
 
 @api_key_required

@@ -1,0 +1,275 @@
+"""Fan-out benchmark: one publisher, N subscribers on one channel, one server process.
+
+Starts ``python -m server`` on embedded defaults (memory broker, SQLite in a
+temporary directory) on a free 127.0.0.1 port, then for each N reports:
+
+* connects+auths per second (N clients doing the upgrade and ``connect``),
+* server RSS per idle authenticated connection,
+* max deliveries/s (the publisher pipelines publish commands for a fixed time),
+* p50/p99 latency at 20 publications/s,
+* the CPU time of the server and of this load generator.
+
+Usage::
+
+    python -m bench.fanout --subscribers 100 1000 5000 --seconds 5
+
+Everything is bounded in count and time and stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+from bench.wsraw import RawWS, open_ws
+
+ROOT = Path(__file__).resolve().parents[1]
+HOST = "127.0.0.1"
+API_KEY = "bench-key"
+CHANNEL = "bench:fanout"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+class ServerProcess:
+    """The server under test, with its CPU and memory readings from /proc."""
+
+    def __init__(self, tmp: str, port: int, extra_env: dict[str, str] | None = None) -> None:
+        self.tmp, self.port = tmp, port
+        self.env = {
+            **os.environ,
+            "STAGEWIRE_SERVER__HOST": HOST,
+            "STAGEWIRE_SERVER__PORT": str(port),
+            "STAGEWIRE_DATABASE__URL": f"sqlite://{tmp}/bench.sqlite3",
+            "STAGEWIRE_AUTH__SECRET_FILE": f"{tmp}/secret",
+            "STAGEWIRE_API__KEYS": API_KEY,
+            "STAGEWIRE_CLIENT__COMMAND_RATE": "1000000",
+            "STAGEWIRE_CLIENT__COMMAND_BURST": "1000000",
+            "STAGEWIRE_CLIENT__WRITE_BUFFER_LIMIT": str(8 * 1024 * 1024),
+            "STAGEWIRE_NAMESPACES__BENCH__PUBLISH": "client",
+            "STAGEWIRE_NAMESPACES__BENCH__HISTORY_SIZE": "10",
+            **(extra_env or {}),
+        }
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "server", cwd=ROOT, env=self.env,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                try:
+                    async with http.get(f"http://{HOST}:{self.port}/readyz") as r:
+                        if r.status == 200:
+                            return
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.1)
+        raise RuntimeError("server did not start")
+
+    async def stop(self) -> None:
+        if self.proc and self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 15)
+            except asyncio.TimeoutError:
+                self.proc.kill()
+
+    def cpu_seconds(self) -> float:
+        assert self.proc is not None
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_bytes(self) -> int:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+
+def own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def get_token(port: int, username: str) -> str:
+    body = {"username": username, "password": "bench-password"}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"http://{HOST}:{port}/api/auth/register", json=body) as r:
+            assert r.status in (201, 409), await r.text()
+        async with http.post(f"http://{HOST}:{port}/api/auth/login", json=body) as r:
+            assert r.status == 200, await r.text()
+            return (await r.json())["token"]
+
+
+async def connect_client(port: int, token: str, **kwargs) -> RawWS:
+    ws = await open_ws(HOST, port, **kwargs)
+    reply = await ws.call({"id": 1, "type": "connect", "token": token})
+    if "result" not in reply:
+        raise RuntimeError(f"connect failed: {reply}")
+    return ws
+
+
+async def connect_many(port: int, token: str, n: int, concurrency: int = 200) -> tuple[list[RawWS], float]:
+    clients: list[RawWS] = []
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one() -> None:
+        async with sem:
+            clients.append(await connect_client(port, token))
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(n)))
+    return clients, time.perf_counter() - started
+
+
+async def subscribe_all(clients: list[RawWS]) -> None:
+    await asyncio.gather(*(c.call({"id": 2, "type": "subscribe", "channel": CHANNEL}) for c in clients))
+
+
+async def max_throughput(server: ServerProcess, publisher: RawWS, subs: list[RawWS], seconds: float,
+                         batch: int = 50) -> dict:
+    """Pipeline publishes for ``seconds``, then wait until every delivery arrived."""
+    base = sum(c.messages for c in subs)
+    payload = b'"' + b"x" * 32 + b'"'
+    next_id = 1000
+    published = 0
+    cpu_server, cpu_self = server.cpu_seconds(), own_cpu()
+    started = time.perf_counter()
+    inflight: list[asyncio.Future] = []
+    while time.perf_counter() - started < seconds:
+        frame = []
+        for _ in range(batch):
+            next_id += 1
+            frame.append(b'{"id":%d,"type":"publish","channel":"%s","data":%s}' % (next_id, CHANNEL.encode(), payload))
+        fut = asyncio.get_running_loop().create_future()
+        publisher._waiters[next_id] = fut
+        publisher.send_text(b"\n".join(frame))
+        published += batch
+        inflight.append(fut)
+        if len(inflight) >= 2:
+            await inflight.pop(0)
+    for fut in inflight:
+        await fut
+    expected = published * len(subs)
+    deadline = time.perf_counter() + 60
+    while sum(c.messages for c in subs) - base < expected and time.perf_counter() < deadline:
+        await asyncio.sleep(0.01)
+    elapsed = time.perf_counter() - started
+    delivered = sum(c.messages for c in subs) - base
+    return {
+        "publications": published,
+        "deliveries": delivered,
+        "lost": expected - delivered,
+        "seconds": round(elapsed, 2),
+        "deliveries_per_s": round(delivered / elapsed),
+        "server_cpu": round((server.cpu_seconds() - cpu_server) / elapsed, 2),
+        "loadgen_cpu": round((own_cpu() - cpu_self) / elapsed, 2),
+    }
+
+
+async def latency(publisher: RawWS, subs: list[RawWS], rate: float, seconds: float) -> dict:
+    samples: list[float] = []
+    for c in subs:
+        c.on_latency = samples.append
+    n = int(rate * seconds)
+    next_id = 10_000_000
+    start = time.perf_counter()
+    for i in range(n):
+        next_id += 1
+        publisher.send_text(b'{"id":%d,"type":"publish","channel":"%s","data":{"t":%.6f}}' % (next_id, CHANNEL.encode(), time.time()))
+        delay = start + (i + 1) / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+    deadline = time.perf_counter() + 10
+    while len(samples) < n * len(subs) and time.perf_counter() < deadline:
+        await asyncio.sleep(0.01)
+    for c in subs:
+        c.on_latency = None
+    samples.sort()
+    return {
+        "samples": len(samples),
+        "p50_ms": round(statistics.median(samples) * 1000, 2),
+        "p99_ms": round(samples[int(len(samples) * 0.99) - 1] * 1000, 2),
+    }
+
+
+async def run_one(n: int, seconds: float) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        server = ServerProcess(tmp, free_port())
+        await server.start()
+        try:
+            token = await get_token(server.port, "bench")
+            rss_before = server.rss_bytes()
+            subs, connect_time = await connect_many(server.port, token, n)
+            await asyncio.sleep(0.5)  # let the allocator settle before reading RSS
+            rss_after = server.rss_bytes()
+            await subscribe_all(subs)
+            publisher = await connect_client(server.port, token)
+            result = {
+                "subscribers": n,
+                "connects_per_s": round(n / connect_time),
+                "rss_per_conn_kib": round((rss_after - rss_before) / n / 1024, 1),
+                "throughput": await max_throughput(server, publisher, subs, seconds),
+                "latency_20hz": await latency(publisher, subs, 20.0, min(seconds, 5.0)),
+                "closed_early": sum(1 for c in subs if c.closed.done()),
+            }
+            for c in (*subs, publisher):
+                if c.transport:
+                    c.transport.close()
+            return result
+        finally:
+            await server.stop()
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    raise_nofile()
+    results = []
+    for n in args.subscribers:
+        result = await run_one(n, args.seconds)
+        results.append(result)
+        print(json.dumps(result), flush=True)
+    if args.output:
+        Path(args.output).write_text(json.dumps(results, indent=2))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--subscribers", type=int, nargs="+", default=[100, 1000, 5000])
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of the max-throughput phase")
+    parser.add_argument("--output", help="write the results as JSON here")
+    args = parser.parse_args()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Channel commands end to end: subscribe, publish, permissions, join/leave, limits."""
+
+from __future__ import annotations
+
+import asyncio
+
+from server.appkeys import NODE
+from tests.conftest import make_settings
+
+
+async def test_publish_reaches_every_subscriber_with_offset_and_author(stagewire):
+    alice = await stagewire.client("alice")
+    bob = await stagewire.client("bob", subprotocol="stagewire.msgpack")
+    sub_a = await alice.result("subscribe", channel="quiet:room1")
+    sub_b = await bob.result("subscribe", channel="quiet:room1")
+    assert sub_a["offset"] == sub_b["offset"] == 0 and sub_a["epoch"] == sub_b["epoch"]
+    first = await alice.result("publish", channel="quiet:room1", data={"text": "hi"})
+    second = await bob.result("publish", channel="quiet:room1", data=[1, 2, 3])
+    assert (first["offset"], second["offset"]) == (1, 2)
+    for client in (alice, bob):
+        p1 = await client.recv_push("pub")
+        p2 = await client.recv_push("pub")
+        assert p1 == {"type": "pub", "channel": "quiet:room1", "offset": 1, "data": {"text": "hi"}, "info": {"user": "alice"}}
+        assert p2["offset"] == 2 and p2["data"] == [1, 2, 3] and p2["info"] == {"user": "bob"}
+
+
+async def test_subscribe_reports_the_current_position(stagewire):
+    alice = await stagewire.client("alice")
+    for i in range(3):
+        await alice.result("publish", channel="quiet:pos", data=i)
+    bob = await stagewire.client("bob")
+    result = await bob.result("subscribe", channel="quiet:pos")
+    assert result["offset"] == 3 and isinstance(result["epoch"], str) and result["epoch"]
+
+
+async def test_unsubscribe_stops_delivery(stagewire):
+    alice = await stagewire.client("alice")
+    bob = await stagewire.client("bob")
+    await bob.result("subscribe", channel="quiet:u")
+    await bob.result("unsubscribe", channel="quiet:u")
+    await alice.result("publish", channel="quiet:u", data=1)
+    await bob.assert_quiet()
+    await bob.assert_error(108, "unsubscribe", channel="quiet:u")
+
+
+async def test_permissions_and_coded_refusals_keep_the_connection_open(stagewire):
+    alice = await stagewire.client("alice")
+    await alice.assert_error(102, "subscribe", channel="nosuch:room")
+    await alice.assert_error(102, "publish", channel="nosuch:room", data=1)
+    await alice.assert_error(103, "subscribe", channel="user:bob")
+    assert (await alice.result("subscribe", channel="user:alice"))["offset"] == 0
+    await alice.assert_error(103, "publish", channel="news:main", data=1)
+    await alice.assert_error(103, "publish", channel="room:r1", data=1)
+    await alice.result("subscribe", channel="room:r1")
+    assert (await alice.result("publish", channel="room:r1", data=1))["offset"] == 1
+    await alice.assert_error(105, "subscribe", channel="room:r1")
+    await alice.assert_error(103, "subscribe", channel="ops:stats")
+    assert await alice.result("ping") == {}
+
+
+async def test_admins_may_subscribe_to_admin_namespaces(stagewire):
+    root = await stagewire.client("root")
+    assert root.connect_result["user"]["role"] == "admin"
+    assert (await root.result("subscribe", channel="ops:stats"))["offset"] == 0
+
+
+async def test_join_and_leave_pushes_follow_the_namespace_setting(stagewire):
+    alice = await stagewire.client("alice")
+    await alice.result("subscribe", channel="chat:lobby")
+    # Subscribers see every join, their own included.
+    await alice.recv_push("join", channel="chat:lobby", info={"user": "alice", "client": alice.connect_result["client"]})
+    await alice.result("subscribe", channel="quiet:lobby")
+    bob = await stagewire.client("bob")
+    await bob.result("subscribe", channel="chat:lobby")
+    await bob.result("subscribe", channel="quiet:lobby")
+    join = await alice.recv_push("join", channel="chat:lobby", info={"user": "bob", "client": bob.connect_result["client"]})
+    assert join["type"] == "join"
+    await bob.result("unsubscribe", channel="chat:lobby")
+    await alice.recv_push("leave", channel="chat:lobby")
+    await bob.close()
+    await alice.assert_quiet()  # quiet:lobby sends no join/leave
+
+
+async def test_leave_is_pushed_when_a_subscriber_disconnects(stagewire):
+    alice = await stagewire.client("alice")
+    await alice.result("subscribe", channel="chat:gone")
+    bob = await stagewire.client("bob")
+    await bob.result("subscribe", channel="chat:gone")
+    await alice.recv_push("join", channel="chat:gone")
+    await bob.close()
+    leave = await alice.recv_push("leave", channel="chat:gone")
+    assert leave["info"]["user"] == "bob"
+
+
+async def test_subscription_limit(make_stagewire, tmp_path):
+    sw = await make_stagewire(make_settings(tmp_path, client={"max_subscriptions": 2}))
+    alice = await sw.client("alice")
+    await alice.result("subscribe", channel="quiet:1")
+    await alice.result("subscribe", channel="quiet:2")
+    await alice.assert_error(106, "subscribe", channel="quiet:3")
+
+
+async def test_one_frame_carries_everything_queued_in_one_tick(stagewire):
+    alice = await stagewire.client("alice")
+    channels = [f"quiet:c{i}" for i in range(20)]
+    for channel in channels:
+        await alice.result("subscribe", channel=channel)
+    status, body = await stagewire.api("POST", "/api/broadcast", {"channels": channels, "data": "x"})
+    assert status == 200
+    frame = await asyncio.wait_for(alice.ws.recv(), 5)
+    lines = frame.split("\n")
+    assert len(lines) == 20, "20 publications made in one tick must share one frame"
+
+
+async def test_slow_client_is_disconnected_alone(make_stagewire, tmp_path):
+    sw = await make_stagewire(make_settings(tmp_path, client={"write_buffer_limit": 65536}))
+    slow = await sw.client("slow", ping_interval=None, max_size=None)
+    fast = await sw.client("fast", max_size=None)
+    await slow.result("subscribe", channel="quiet:firehose")
+    await fast.result("subscribe", channel="quiet:firehose")
+    slow.ws.transport.pause_reading()
+    payload = "x" * 32768
+    node = sw.app[NODE]
+    for i in range(400):
+        status, _ = await sw.api("POST", "/api/publish", {"channel": "quiet:firehose", "data": payload})
+        assert status == 200
+        assert (await fast.recv_push("pub"))["offset"] == i + 1
+        if node.stats["slow_disconnects"]:
+            break
+    assert node.stats["slow_disconnects"] == 1, "the client that stopped reading must be cut off"
+    assert fast.connect_result["client"] in node.connections
+    slow.ws.transport.resume_reading()
+    push, close_code = await slow.recv_disconnect(timeout=10)
+    assert push["code"] == 4001 and push["reconnect"] is True
+    assert close_code == 4001

@@ -1,0 +1,57 @@
+"""Settings: config.toml, environment overrides, and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from server.config import ConfigError, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_repository_config_loads_with_documented_defaults():
+    settings = load_settings(ROOT / "config.toml", environ={})
+    assert settings.server.port == 8080
+    assert settings.broker.backend == "memory"
+    assert settings.database.url.startswith("sqlite://")
+    assert settings.namespaces["user"].subscribe == "owner"
+    assert settings.auth.secrets == ()  # never a committed secret
+
+
+def test_environment_overrides_any_setting():
+    env = {
+        "STAGEWIRE_SERVER__PORT": "9001",
+        "STAGEWIRE_AUTH__SECRETS": "old,new",
+        "STAGEWIRE_API__KEYS": '["k1", "k2"]',
+        "STAGEWIRE_NAMESPACES__NEWS__PUBLISH": "client",
+        "STAGEWIRE_NAMESPACES__EXTRA__JOIN_LEAVE": "true",
+        "STAGEWIRE_CLIENT__COMMAND_RATE": "5.5",
+    }
+    settings = load_settings(ROOT / "config.toml", environ=env)
+    assert settings.server.port == 9001
+    assert settings.auth.secrets == ("old", "new")
+    assert settings.api.keys == ("k1", "k2")
+    assert settings.namespaces["news"].publish == "client"
+    assert settings.namespaces["extra"].join_leave is True
+    assert settings.client.command_rate == 5.5
+
+
+@pytest.mark.parametrize(
+    "env,message",
+    [
+        ({"STAGEWIRE_SERVER__PORTT": "1"}, "unknown setting server.portt"),
+        ({"STAGEWIRE_SERVER__PORT": "abc"}, "server.port must be a number"),
+        ({"STAGEWIRE_NAMESPACES__NEWS__PUBLISH": "anyone"}, "publish"),
+        ({"STAGEWIRE_NOPE__X": "1"}, "unknown section"),
+    ],
+)
+def test_bad_settings_are_reported(env, message):
+    with pytest.raises(ConfigError, match=message):
+        load_settings(ROOT / "config.toml", environ=env)
+
+
+def test_missing_explicit_config_file_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "nope.toml", environ={})

@@ -1,0 +1,177 @@
+"""End to end over a real socket: handshake, encodings, errors, limits, closing."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgpack
+import pytest
+import websockets
+
+from server.appkeys import NODE
+from tests.conftest import make_settings
+from tests.helpers import connect_ws
+
+
+async def test_connect_returns_client_user_and_ping(stagewire):
+    client = await stagewire.client("alice")
+    result = client.connect_result
+    assert isinstance(result["client"], str) and result["client"]
+    assert result["user"]["username"] == "alice"
+    assert result["ping"] == 25.0
+    assert 0 < result["expires_in"] <= 3600
+
+
+async def test_msgpack_connection_uses_binary_frames(stagewire):
+    client = await stagewire.client("alice", subprotocol="stagewire.msgpack")
+    assert client.ws.subprotocol == "stagewire.msgpack"
+    await client.send("ping")
+    frame = await client.ws.recv()
+    assert isinstance(frame, bytes)
+    assert msgpack.unpackb(frame, raw=False) == {"id": 2, "result": {}}
+
+
+async def test_json_is_the_default_without_a_subprotocol(stagewire):
+    client = await stagewire.client("alice", subprotocol=None)
+    assert client.ws.subprotocol is None
+    assert await client.result("ping") == {}
+
+
+async def test_first_command_must_be_connect(stagewire):
+    client = await stagewire.raw_client()
+    reply = await client.call("subscribe", channel="chat:a")
+    assert reply["error"]["code"] == 101
+    push, close_code = await client.recv_disconnect()
+    assert push == {"type": "disconnect", "code": 4501, "reason": push["reason"], "reconnect": False}
+    assert close_code == 4501
+
+
+async def test_bad_token_is_refused_and_closed(stagewire):
+    client = await stagewire.raw_client()
+    await client.assert_error(101, "connect", token="not-a-token")
+    push, close_code = await client.recv_disconnect()
+    assert push["code"] == close_code == 4501 and push["reconnect"] is False
+
+
+async def test_garbage_before_connect_gets_an_error_and_a_close(stagewire):
+    client = await stagewire.raw_client()
+    await client.send_raw("{{{")
+    error = await client.recv_push("error")
+    assert error["error"]["code"] == 107
+    push, close_code = await client.recv_disconnect()
+    assert close_code == 4500 and push["reconnect"] is False
+
+
+async def test_connect_must_come_in_time(make_stagewire, tmp_path):
+    sw = await make_stagewire(make_settings(tmp_path, client={"connect_timeout": 0.2}))
+    client = await sw.raw_client()
+    push, close_code = await client.recv_disconnect()
+    assert push["code"] == close_code == 4504
+
+
+async def test_commands_in_the_connect_frame_run_after_it(stagewire):
+    token = await stagewire.token("alice")
+    client = await stagewire.raw_client()
+    await client.send_raw('{"id":1,"type":"connect","token":"%s"}\n{"id":2,"type":"subscribe","channel":"chat:a"}' % token)
+    assert "client" in (await client.reply(1))["result"]
+    assert (await client.reply(2))["result"]["offset"] == 0
+
+
+async def test_malformed_input_gets_coded_errors_and_the_connection_lives(stagewire):
+    client = await stagewire.client("alice")
+    other = await stagewire.client("bob")
+    await other.result("subscribe", channel="chat:x")
+    await client.send_raw("{not json")
+    assert (await client.recv_push("error"))["error"]["code"] == 107
+    await client.send_raw(b"\x00\x01 binary on a json connection")
+    assert (await client.recv_push("error"))["error"]["code"] == 107
+    await client.send_raw('{"id": "one", "type": "ping"}')
+    assert (await client.recv_push("error"))["error"]["code"] == 107
+    await client.send_raw('{"id": 99}')
+    assert (await client.reply(99))["error"]["code"] == 107
+    await client.assert_error(104, "no_such_command")
+    error = await client.assert_error(107, "subscribe", channel=5)
+    assert "channel" in error["fields"]
+    await client.assert_error(107, "subscribe")
+    await client.assert_error(107, "publish", channel="chat:x")
+    await client.assert_error(107, "subscribe", channel="no-namespace")
+    await client.assert_error(107, "connect", token="again")
+    assert "traceback" not in str(error).lower()
+    # Neither this connection nor the other one was hurt.
+    assert await client.result("publish", channel="chat:x", data={"still": "alive"})
+    assert (await other.recv_push("pub"))["data"] == {"still": "alive"}
+
+
+async def test_malformed_msgpack_gets_an_error(stagewire):
+    client = await stagewire.client("alice", subprotocol="stagewire.msgpack")
+    await client.send_raw(b"\xc1\xc1")
+    assert (await client.recv_push("error"))["error"]["code"] == 107
+    await client.send_raw("text on a msgpack connection")
+    assert (await client.recv_push("error"))["error"]["code"] == 107
+    await client.assert_error(107, "publish", channel="chat:x", data=b"\x00binary")
+    assert await client.result("ping") == {}
+
+
+async def test_message_too_big_closes_with_1009(make_stagewire, tmp_path):
+    sw = await make_stagewire(make_settings(tmp_path, client={"max_message_size": 1024}))
+    client = await sw.client("alice")
+    other = await sw.client("bob")
+    await client.send("publish", channel="chat:x", data="x" * 2000)
+    push, close_code = await client.recv_disconnect()
+    assert push["code"] == close_code == 1009 and push["reconnect"] is False
+    assert await other.result("ping") == {}
+
+
+async def test_rate_limit_refuses_then_disconnects_a_flood(make_stagewire, tmp_path):
+    sw = await make_stagewire(make_settings(tmp_path, client={"command_rate": 0.001, "command_burst": 5}))
+    client = await sw.client("alice")
+    for _ in range(5):
+        assert await client.result("ping") == {}
+    error = await client.assert_error(111, "ping")
+    assert error["temporary"] is True
+    for _ in range(5):
+        await client.send("ping")
+    push, close_code = await client.recv_disconnect()
+    assert push["code"] == close_code == 4004 and push["reconnect"] is True
+
+
+@pytest.mark.parametrize("origin,allowed", [
+    ("https://evil.example", False),
+    ("http://localhost:8080", True),
+    (None, True),
+])
+async def test_origin_is_checked_on_upgrade(make_stagewire, tmp_path, origin, allowed):
+    sw = await make_stagewire(make_settings(tmp_path, server={"allowed_origins": ["http://localhost:8080"]}))
+    kwargs = {"origin": origin} if origin else {}
+    if allowed:
+        client = await connect_ws(sw.ws_url, **kwargs)
+        await client.close()
+    else:
+        with pytest.raises(websockets.InvalidStatus) as exc:
+            await connect_ws(sw.ws_url, **kwargs)
+        assert exc.value.response.status_code == 403
+
+
+async def test_same_origin_is_always_allowed(stagewire):
+    client = await connect_ws(stagewire.ws_url, origin=stagewire.url)
+    await client.close()
+
+
+async def test_dead_peer_is_dropped_by_the_heartbeat(make_stagewire, tmp_path):
+    sw = await make_stagewire(make_settings(tmp_path, client={"ping_interval": 0.3}))
+    client = await sw.client("alice", ping_interval=None)
+    node = sw.app[NODE]
+    assert len(node.connections) == 1
+    # The client stops reading: it no longer answers WebSocket pings.
+    client.ws.transport.pause_reading()
+    for _ in range(100):
+        if not node.connections:
+            break
+        await asyncio.sleep(0.05)
+    assert not node.connections, "a peer that does not answer pings must be dropped"
+
+
+async def test_app_level_pings_are_pushed(make_stagewire, tmp_path):
+    sw = await make_stagewire(make_settings(tmp_path, client={"ping_interval": 0.2}))
+    client = await sw.client("alice")
+    assert await client.recv() == {"type": "ping"}

@@ -45,6 +45,7 @@ class UnsubscribeParams(Params):
 class PublishParams(Params):
     channel: Channel  # type: ignore[valid-type]
     data: Any = pydantic.Field(...)
+    idempotency_key: str | None = pydantic.Field(default=None, min_length=1, max_length=128)
 
 
 def publication(pub: Publication) -> dict[str, Any]:
@@ -88,5 +89,7 @@ async def publish(ctx: Context, params: PublishParams) -> dict[str, Any]:
     ns = ctx.node.namespace(params.channel)
     channels.check_publish(ctx.user, params.channel, ns, params.channel in ctx.conn.subscriptions)
     protocol.check_json_compatible(params.data)
-    position = await ctx.node.publish(params.channel, params.data, {"user": ctx.user.username})
+    position = await ctx.node.publish(
+        params.channel, params.data, {"user": ctx.user.username}, params.idempotency_key
+    )
     return {"offset": position.offset, "epoch": position.epoch}

@@ -56,11 +56,16 @@ class AuthSettings:
     login_max_failures: int = 5
     login_window: float = 300.0
     admins: tuple[str, ...] = ()
+    # argon2id cost (RFC 9106's second recommendation); tests lower them.
+    password_time_cost: int = 3
+    password_memory_cost: int = 65536  # KiB
+    password_parallelism: int = 4
 
 
 @dataclass(frozen=True)
 class DatabaseSettings:
     url: str = "sqlite://data/stagewire.sqlite3"
+    group_commit_max: int = 1000
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,13 @@ class BrokerSettings:
     backend: str = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
     prefix: str = "stagewire"
+    # Redis broker only (see server/broker/redis.py).
+    pubsub_shards: int = 4  # pub/sub connections per node; channels spread by a stable hash
+    sharded_pubsub: bool = False  # SSUBSCRIBE/SPUBLISH (Redis 7+, for Redis Cluster)
+    socket_timeout: float = 1.5  # seconds for a connect or a command before BrokerUnavailable
+    ping_interval: float = 5.0  # a silent pub/sub connection is pinged, and dropped after 2x
+    reconnect_min_delay: float = 0.1  # reconnect backoff: doubles from min to max, ±20% jitter
+    reconnect_max_delay: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -85,6 +97,8 @@ class NamespaceSettings:
     join_leave: bool = False
     history_size: int = 100
     history_ttl: float = 300.0
+    persist: bool = False
+    recover_max: int = 10000
 
     def __post_init__(self) -> None:
         if self.subscribe not in ("authenticated", "owner", "admin"):

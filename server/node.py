@@ -20,8 +20,10 @@ from server import channels, protocol
 from server.broker.base import Broker, BrokerUnavailable, Publication, StreamPosition
 from server.config import NamespaceSettings, Settings
 from server.connection import Connection, State
+from server.durable import DurableLog
 from server.errors import CloseCode, CommandError, ErrorCode
 from server.hub import Hub
+from server.writer import FlushScheduler
 
 if TYPE_CHECKING:
     from server.auth import Identity
@@ -40,12 +42,11 @@ class Subscription:
 
 class Node:
     def __init__(self, settings: Settings, broker: Broker) -> None:
-        from server.writer import FlushScheduler
-
         self.id = secrets.token_hex(6)
         self.settings = settings
         self.broker = broker
         self.hub = Hub(broker)
+        self.durable = DurableLog(broker, max_batch=settings.database.group_commit_max)
         self.flusher = FlushScheduler(asyncio.get_running_loop())
         self.connections: dict[str, Connection] = {}
         self._by_user: dict[str, set[Connection]] = {}
@@ -59,6 +60,7 @@ class Node:
 
     async def start(self) -> None:
         await self.broker.start(self)
+        await self.durable.start()
         self._pinger = asyncio.create_task(self._ping_forever(), name="node-ping")
 
     async def shutdown(self, timeout: float) -> None:
@@ -76,6 +78,7 @@ class Node:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, *([self._pinger] if self._pinger else []), return_exceptions=True)
+        await self.durable.close()
         await self.broker.close()
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task:
@@ -137,7 +140,7 @@ class Node:
         try:
             await self.hub.subscribe(conn, channel)
             if recover_since is None:
-                return Subscription(await self.broker.position(channel), None, [])
+                return Subscription(await self._position(channel, ns), None, [])
             return await self._recover(channel, recover_since, ns)
         except BaseException as exc:
             await self.hub.unsubscribe(conn, channel)
@@ -145,16 +148,22 @@ class Node:
                 raise CommandError(ErrorCode.UNAVAILABLE, "broker temporarily unavailable") from None
             raise
 
+    async def _position(self, channel: str, ns: NamespaceSettings) -> StreamPosition:
+        if ns.persist:
+            return await self.durable.position(channel)
+        return await self.broker.position(channel)
+
     async def _recover(self, channel: str, since: StreamPosition, ns: NamespaceSettings) -> Subscription:
-        limit = max(ns.history_size, 1)
-        pubs, top = await self.broker.history(channel, since=since, limit=limit)
+        top = await self._position(channel, ns)
         gap = top.offset - since.offset
-        complete = (
-            since.epoch == top.epoch
-            and gap >= 0
-            and len(pubs) == gap
-            and (gap == 0 or pubs[0].offset == since.offset + 1)
-        )
+        if since.epoch != top.epoch or gap < 0 or gap > max(ns.history_size, ns.recover_max if ns.persist else 0):
+            return Subscription(top, False, [])
+        pubs, _ = await self.broker.history(channel, since=since, limit=gap or 1)
+        if ns.persist and not _contiguous(pubs, since.offset, gap):
+            # Older than the broker's window: the database has every durable publication.
+            pubs = await self.durable.read(channel, since, gap)
+        pubs = [p for p in pubs if p.offset <= top.offset]
+        complete = _contiguous(pubs, since.offset, gap)
         # Never a partial replay: either every missed publication, or none.
         return Subscription(top, complete, pubs if complete else [])
 
@@ -168,8 +177,23 @@ class Node:
     async def history(
         self, channel: str, since: StreamPosition | None, limit: int, reverse: bool
     ) -> tuple[list[Publication], StreamPosition]:
+        ns = self.namespace(channel)
         try:
-            return await self.broker.history(channel, since=since, limit=limit, reverse=reverse)
+            pubs, top = await self.broker.history(channel, since=since, limit=limit, reverse=reverse)
+            if not ns.persist:
+                return pubs, top
+            top = await self.durable.position(channel)
+            start = since if since is not None else StreamPosition(0, top.epoch)
+            if start.epoch != top.epoch:
+                return [], top
+            wanted = min(limit, max(0, top.offset - start.offset))
+            if len(pubs) < wanted:
+                # The broker keeps a window; the database keeps everything.
+                if reverse:
+                    pubs = await self.durable.read(channel, start, wanted, reverse=True)
+                else:
+                    pubs = await self.durable.read(channel, start, wanted)
+            return pubs, top
         except BrokerUnavailable:
             raise CommandError(ErrorCode.UNAVAILABLE, "broker temporarily unavailable") from None
 
@@ -182,13 +206,20 @@ class Node:
             await self._presence_quietly("leave", channel, _client_info(conn))
 
     async def publish(
-        self, channel: str, data: Any, info: dict[str, Any] | None = None
+        self,
+        channel: str,
+        data: Any,
+        info: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
     ) -> StreamPosition:
-        """Publish through the broker; raises UNAVAILABLE rather than dropping it."""
+        """Publish through the broker (durable namespaces: stored first); never a silent drop."""
         ns = self.namespace(channel)
+        history = channels.history_options(ns)
         try:
+            if ns.persist:
+                return await self.durable.publish(channel, data, info, history, idempotency_key)
             return await self.broker.publish(
-                channel, data, info=info, history=channels.history_options(ns)
+                channel, data, info=info, history=history, idempotency_key=idempotency_key
             )
         except BrokerUnavailable:
             raise CommandError(ErrorCode.UNAVAILABLE, "broker temporarily unavailable") from None
@@ -264,6 +295,11 @@ class Node:
 
     def channel_counts(self) -> Mapping[str, int]:
         return dict(self.hub.channels())
+
+
+def _contiguous(pubs: list[Publication], after: int, count: int) -> bool:
+    """Whether ``pubs`` are exactly the ``count`` offsets following ``after``."""
+    return len(pubs) == count and all(p.offset == after + i + 1 for i, p in enumerate(pubs))
 
 
 def _client_info(conn: Connection) -> dict[str, Any]:

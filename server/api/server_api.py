@@ -25,6 +25,7 @@ class PublishBody(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(strict=True, extra="forbid")
     channel: str = pydantic.Field(min_length=3, max_length=255)
     data: Any = pydantic.Field(...)
+    idempotency_key: str | None = pydantic.Field(default=None, min_length=1, max_length=128)
 
 
 class BroadcastBody(pydantic.BaseModel):
@@ -68,7 +69,9 @@ def api_key_required(handler: Handler) -> Handler:
 async def publish(request: web.Request) -> web.Response:
     body = await common.parse_body(request, PublishBody)
     protocol.check_json_compatible(body.data)
-    position = await request.app[NODE].publish(body.channel, body.data)
+    position = await request.app[NODE].publish(
+        body.channel, body.data, idempotency_key=body.idempotency_key
+    )
     return web.json_response({"offset": position.offset, "epoch": position.epoch})
 
 

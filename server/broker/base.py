@@ -23,24 +23,51 @@ Contract (checked by ``tests/broker/conformance.py`` for every backend):
   :class:`BrokerUnavailable`; it never drops one silently. When a backend may
   have missed deliveries (a lost connection), it calls ``on_gap`` for the
   channels concerned once it is healthy again.
+* **Idempotency.** A publish with an ``idempotency_key`` that was already used
+  on the same channel within ``IDEMPOTENCY_TTL`` seconds publishes nothing and
+  returns the first publication's position; the check and the publish are one
+  atomic step.
+* **Compare-and-set.** A publish with ``expected_offset=n`` succeeds only if it
+  gets offset ``n``. If the channel is already at ``n`` or beyond, it publishes
+  nothing and returns the current position flagged ``already=True`` (someone
+  else published it); if the channel is behind ``n - 1``, it raises
+  :class:`OffsetConflict`. Durable channels use this to publish rows that the
+  database has already numbered.
+* **Restore.** ``restore_position`` sets a channel's position (offset and
+  epoch) when the backend lost it, so that a durable channel keeps the epoch
+  and offsets its database rows carry.
 * **Join/leave and control messages** are best-effort broadcasts with the same
   per-channel order as publications.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
+
+
+IDEMPOTENCY_TTL = 300.0
 
 
 class BrokerUnavailable(Exception):
     """The broker cannot accept the operation now; the caller may retry later."""
 
 
+class OffsetConflict(Exception):
+    """A compare-and-set publish found the channel behind the expected offset."""
+
+    def __init__(self, current: "StreamPosition") -> None:
+        super().__init__(f"channel is at offset {current.offset}")
+        self.current = current
+
+
 @dataclass(frozen=True, slots=True)
 class StreamPosition:
     offset: int
     epoch: str
+    # True when a publish published nothing: an idempotent retry, or a
+    # compare-and-set publish that someone else already made.
+    already: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +123,13 @@ class Broker(Protocol):
         *,
         info: dict[str, Any] | None = None,
         history: HistoryOptions = HistoryOptions(),
+        idempotency_key: str | None = None,
+        expected_offset: int | None = None,
     ) -> StreamPosition:
         """Assign the next offset, keep it in history and deliver it to subscribed nodes."""
+
+    async def restore_position(self, channel: str, position: StreamPosition) -> None:
+        """Make ``position`` the channel's current offset and epoch (history is not restored)."""
 
     async def publish_presence(self, kind: str, channel: str, info: dict[str, Any]) -> None:
         """Broadcast a ``join`` or ``leave`` to the nodes subscribed to ``channel``."""

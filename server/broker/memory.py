@@ -11,9 +11,16 @@ import asyncio
 import secrets
 import time
 from collections import deque
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
-from server.broker.base import BrokerHandler, HistoryOptions, Publication, StreamPosition
+from server.broker.base import (
+    IDEMPOTENCY_TTL,
+    BrokerHandler,
+    HistoryOptions,
+    OffsetConflict,
+    Publication,
+    StreamPosition,
+)
 
 SWEEP_INTERVAL = 60.0
 
@@ -23,7 +30,7 @@ def new_epoch() -> str:
 
 
 class _Stream:
-    __slots__ = ("offset", "epoch", "history", "expires_at", "meta_expires_at")
+    __slots__ = ("offset", "epoch", "history", "expires_at", "meta_expires_at", "idempotency")
 
     def __init__(self, now: float, options: HistoryOptions) -> None:
         self.offset = 0
@@ -32,6 +39,8 @@ class _Stream:
         self.history: deque[tuple[float, Publication]] = deque()
         self.expires_at = now + options.ttl
         self.meta_expires_at = now + max(options.meta_ttl, options.ttl)
+        # idempotency key → (expires_at, position of the first publication)
+        self.idempotency: dict[str, tuple[float, StreamPosition]] = {}
 
 
 class MemoryBroker:
@@ -75,9 +84,20 @@ class MemoryBroker:
         *,
         info: dict[str, Any] | None = None,
         history: HistoryOptions = HistoryOptions(),
+        idempotency_key: str | None = None,
+        expected_offset: int | None = None,
     ) -> StreamPosition:
         now = self._clock()
         stream = self._stream(channel, now, history)
+        if idempotency_key is not None:
+            seen = stream.idempotency.get(idempotency_key)
+            if seen is not None and seen[0] > now:
+                return StreamPosition(seen[1].offset, seen[1].epoch, already=True)
+        if expected_offset is not None:
+            if stream.offset >= expected_offset:
+                return StreamPosition(stream.offset, stream.epoch, already=True)
+            if stream.offset != expected_offset - 1:
+                raise OffsetConflict(StreamPosition(stream.offset, stream.epoch))
         stream.offset += 1
         pub = Publication(channel, stream.offset, stream.epoch, data, info)
         if history.size > 0 and history.ttl > 0:
@@ -86,9 +106,19 @@ class MemoryBroker:
                 stream.history.popleft()
         stream.expires_at = now + history.ttl
         stream.meta_expires_at = now + max(history.meta_ttl, history.ttl)
+        position = StreamPosition(pub.offset, pub.epoch)
+        if idempotency_key is not None:
+            stream.idempotency[idempotency_key] = (now + IDEMPOTENCY_TTL, position)
         if channel in self._subscribed and self._handler is not None:
             self._handler.on_publication(pub)
-        return StreamPosition(pub.offset, pub.epoch)
+        return position
+
+    async def restore_position(self, channel: str, position: StreamPosition) -> None:
+        now = self._clock()
+        stream = self._stream(channel, now, None)
+        if (stream.offset, stream.epoch) != (position.offset, position.epoch):
+            stream.offset, stream.epoch = position.offset, position.epoch
+            stream.history.clear()
 
     async def publish_presence(self, kind: str, channel: str, info: dict[str, Any]) -> None:
         if channel in self._subscribed and self._handler is not None:
@@ -140,11 +170,10 @@ class MemoryBroker:
         for stream in self._streams.values():
             while stream.history and stream.history[0][0] <= now:
                 stream.history.popleft()
+            for key in [k for k, (expires, _) in stream.idempotency.items() if expires <= now]:
+                del stream.idempotency[key]
 
     async def _sweep_forever(self) -> None:
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
             self._sweep()
-
-    def channels_with_history(self) -> Sequence[str]:
-        return list(self._streams)

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import pytest
 
-from server.broker.base import HistoryOptions, Publication, StreamPosition
+from server.broker.base import HistoryOptions, OffsetConflict, Publication, StreamPosition
 
 
 class RecordingHandler:
@@ -175,3 +175,37 @@ class BrokerConformance:
     async def test_healthy_after_start(self, node):
         broker, _ = node
         assert broker.healthy
+
+    async def test_idempotent_publish_returns_the_first_position_and_delivers_once(self, node, channel):
+        broker, handler = node
+        await broker.subscribe(channel)
+        first = await broker.publish(channel, "once", idempotency_key="k1")
+        again = await broker.publish(channel, "once", idempotency_key="k1")
+        other = await broker.publish(channel, "twice", idempotency_key="k2")
+        assert (again.offset, again.epoch) == (first.offset, first.epoch) and again.already
+        assert not first.already and other.offset == first.offset + 1
+        pubs = await handler.wait_for("publications", 2)
+        assert [p.data for p in pubs] == ["once", "twice"]
+        # The key is per channel.
+        elsewhere = await broker.publish(channel + "-b", "x", idempotency_key="k1")
+        assert elsewhere.offset == 1 and not elsewhere.already
+
+    async def test_compare_and_set_publish(self, node, channel):
+        broker, _ = node
+        assert (await broker.publish(channel, 1, expected_offset=1)).offset == 1
+        assert (await broker.publish(channel, 2, expected_offset=2)).offset == 2
+        done = await broker.publish(channel, "dup", expected_offset=2)
+        assert done.already and done.offset == 2
+        with pytest.raises(OffsetConflict) as exc:
+            await broker.publish(channel, 4, expected_offset=4)
+        assert exc.value.current.offset == 2
+        pubs, _ = await broker.history(channel)
+        assert [p.data for p in pubs] == [1, 2]
+
+    async def test_restore_position_sets_offset_and_epoch(self, node, channel):
+        broker, _ = node
+        await broker.publish(channel, "before")
+        await broker.restore_position(channel, StreamPosition(41, "durable-epoch"))
+        assert await broker.position(channel) == StreamPosition(41, "durable-epoch")
+        published = await broker.publish(channel, "after", expected_offset=42)
+        assert (published.offset, published.epoch) == (42, "durable-epoch")

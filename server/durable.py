@@ -1,0 +1,250 @@
+"""Durable channels: store first (in groups), then deliver.
+
+A publication to a ``persist = true`` namespace is acknowledged only after its
+row is committed. Publications wait in one queue; a single writer task takes
+everything waiting (up to ``max_batch``) and stores it with one bulk insert in
+one transaction: group commit, one round trip for many publications.
+
+The database numbers the rows (``seq``, unique per channel), and the broker
+then publishes each with ``expected_offset`` so the offsets subscribers see are
+the stored ones. If another node stored the same numbers first, the unique
+constraint refuses our batch and we renumber from the database and retry. If
+the broker is behind the database (its state was lost, or a node died between
+commit and delivery), the missing rows are delivered from the database first;
+if it lost the channel's epoch, the database's epoch is restored into it.
+
+A commit that fails is reported to every publisher of the group, and nothing
+of it is delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
+
+from models.publication import PublicationRecord
+from server.broker.base import (
+    IDEMPOTENCY_TTL,
+    Broker,
+    BrokerUnavailable,
+    HistoryOptions,
+    OffsetConflict,
+    Publication,
+    StreamPosition,
+)
+from server.errors import CommandError, ErrorCode
+
+log = logging.getLogger("stagewire.durable")
+
+MAX_ATTEMPTS = 5
+
+
+@dataclass(slots=True)
+class _Pending:
+    channel: str
+    data: Any
+    info: dict[str, Any] | None
+    history: HistoryOptions
+    idempotency_key: str | None
+    future: asyncio.Future[StreamPosition] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class DurableLog:
+    """The group-commit writer and reader of durable publications."""
+
+    def __init__(self, broker: Broker, *, max_batch: int = 1000) -> None:
+        self._broker = broker
+        self._max_batch = max_batch
+        self._queue: list[_Pending] = []
+        self._wakeup = asyncio.Event()
+        self._positions: dict[str, StreamPosition] = {}
+        self._task: asyncio.Task | None = None
+        self.commits = 0  # transactions, for tests and metrics
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="durable-writer")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        for pending in self._queue:
+            if not pending.future.done():
+                pending.future.set_exception(CommandError(ErrorCode.UNAVAILABLE, "server shutting down"))
+
+    # -- writing ------------------------------------------------------------------
+
+    async def publish(
+        self,
+        channel: str,
+        data: Any,
+        info: dict[str, Any] | None,
+        history: HistoryOptions,
+        idempotency_key: str | None = None,
+    ) -> StreamPosition:
+        """Store and then deliver one publication; returns its position once committed."""
+        if idempotency_key is not None:
+            for pending in self._queue:  # a retry racing its own first attempt
+                if pending.channel == channel and pending.idempotency_key == idempotency_key:
+                    return await asyncio.shield(pending.future)
+            earlier = await self._stored_with_key(channel, idempotency_key)
+            if earlier is not None:
+                return earlier
+        pending = _Pending(channel, data, info, history, idempotency_key)
+        self._queue.append(pending)
+        self._wakeup.set()
+        return await asyncio.shield(pending.future)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                batch = self._queue[: self._max_batch]
+                del self._queue[: self._max_batch]
+                try:
+                    await self._commit_and_deliver(batch)
+                except asyncio.CancelledError:
+                    self._fail(batch, CommandError(ErrorCode.UNAVAILABLE, "server shutting down"))
+                    raise
+                except Exception:
+                    log.exception("durable batch failed")
+                    self._fail(batch, CommandError(ErrorCode.INTERNAL, "internal error"))
+
+    async def _commit_and_deliver(self, batch: list[_Pending]) -> None:
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                rows = await self._number(batch)
+                async with in_transaction():
+                    await PublicationRecord.bulk_create(rows)
+                break
+            except IntegrityError:
+                # Another node numbered the same offsets first: renumber from the database.
+                for pending in batch:
+                    self._positions.pop(pending.channel, None)
+                await asyncio.sleep(0.005 * (attempt + 1))
+            except BrokerUnavailable:
+                self._fail(batch, CommandError(ErrorCode.UNAVAILABLE, "broker temporarily unavailable"))
+                return
+            except Exception:
+                log.warning("storing %d durable publications failed", len(batch), exc_info=True)
+                for pending in batch:
+                    self._positions.pop(pending.channel, None)
+                self._fail(batch, CommandError(ErrorCode.UNAVAILABLE, "could not store the publication"))
+                return
+        else:
+            self._fail(batch, CommandError(ErrorCode.UNAVAILABLE, "too much contention on the channel"))
+            return
+        self.commits += 1
+        for pending, row in zip(batch, rows):
+            position = StreamPosition(row.seq, row.epoch)
+            self._positions[pending.channel] = position
+        for pending, row in zip(batch, rows):
+            try:
+                position = await self._deliver(pending, row)
+            except BrokerUnavailable:
+                # Stored but not delivered: later publishes deliver it from the database.
+                pending.future.set_exception(
+                    CommandError(ErrorCode.UNAVAILABLE, "stored, but the broker is unavailable")
+                )
+                continue
+            if not pending.future.done():
+                pending.future.set_result(position)
+
+    async def _number(self, batch: list[_Pending]) -> list[PublicationRecord]:
+        rows = []
+        next_position: dict[str, StreamPosition] = {}
+        for pending in batch:
+            position = next_position.get(pending.channel) or await self.position(pending.channel)
+            position = StreamPosition(position.offset + 1, position.epoch)
+            next_position[pending.channel] = position
+            rows.append(
+                PublicationRecord(
+                    channel=pending.channel,
+                    epoch=position.epoch,
+                    seq=position.offset,
+                    data=orjson.dumps(pending.data).decode(),
+                    author=(pending.info or {}).get("user"),
+                    idempotency_key=pending.idempotency_key,
+                )
+            )
+        return rows
+
+    async def _deliver(self, pending: _Pending, row: PublicationRecord) -> StreamPosition:
+        for _ in range(MAX_ATTEMPTS):
+            try:
+                return await self._broker.publish(
+                    row.channel, pending.data, info=pending.info, history=pending.history,
+                    expected_offset=row.seq,
+                )
+            except OffsetConflict as exc:
+                await self._catch_up(row.channel, exc.current, StreamPosition(row.seq - 1, row.epoch), pending.history)
+        raise BrokerUnavailable("could not deliver in order")
+
+    async def _catch_up(self, channel: str, current: StreamPosition, target: StreamPosition, history: HistoryOptions) -> None:
+        """Bring the broker from ``current`` to ``target`` from the database."""
+        if current.epoch != target.epoch:
+            await self._broker.restore_position(channel, target)
+            return
+        missing = await self.read(channel, StreamPosition(current.offset, target.epoch), target.offset - current.offset)
+        for pub in missing:
+            await self._broker.publish(channel, pub.data, info=pub.info, history=history, expected_offset=pub.offset)
+        if not missing or missing[-1].offset < target.offset:
+            await self._broker.restore_position(channel, target)
+
+    def _fail(self, batch: list[_Pending], error: CommandError) -> None:
+        for pending in batch:
+            if not pending.future.done():
+                pending.future.set_exception(error)
+
+    # -- reading ------------------------------------------------------------------
+
+    async def position(self, channel: str) -> StreamPosition:
+        """The channel's position as stored; the broker is brought in line with it."""
+        cached = self._positions.get(channel)
+        if cached is not None:
+            return cached
+        last = await PublicationRecord.filter(channel=channel).order_by("-seq").first()
+        broker_position = await self._broker.position(channel)
+        if last is None:
+            position = broker_position
+        else:
+            position = StreamPosition(last.seq, last.epoch)
+            if broker_position.epoch != position.epoch or broker_position.offset < position.offset:
+                # The broker lost this channel (a restart, an expiry): the database is the truth.
+                await self._broker.restore_position(channel, position)
+            else:
+                position = broker_position
+        self._positions[channel] = position
+        return position
+
+    async def read(self, channel: str, since: StreamPosition, limit: int, reverse: bool = False) -> list[Publication]:
+        """Stored publications after ``since`` (in ``since.epoch``), oldest first unless ``reverse``."""
+        query = PublicationRecord.filter(channel=channel, epoch=since.epoch, seq__gt=since.offset)
+        query = query.order_by("-seq" if reverse else "seq").limit(limit)
+        return [_publication(row) for row in await query]
+
+    async def _stored_with_key(self, channel: str, key: str) -> StreamPosition | None:
+        cutoff = datetime.now(timezone.utc) - timedelta(seconds=IDEMPOTENCY_TTL)
+        row = await PublicationRecord.filter(
+            channel=channel, idempotency_key=key, created_at__gte=cutoff
+        ).first()
+        if row is None:
+            return None
+        return StreamPosition(row.seq, row.epoch, already=True)
+
+
+def _publication(row: PublicationRecord) -> Publication:
+    info = {"user": row.author} if row.author is not None else None
+    return Publication(row.channel, row.seq, row.epoch, orjson.loads(row.data), info)
+

@@ -1,0 +1,103 @@
+"""Durable namespaces on SQLite, PostgreSQL and MariaDB: store, group commit, recover."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from tortoise import connections
+
+from models.publication import PublicationRecord
+from server.appkeys import NODE
+from tests.conftest import NAMESPACES, make_settings
+
+DURABLE = {**NAMESPACES, "log": {"publish": "client", "persist": True, "history_size": 2}}
+
+
+@pytest.fixture
+def durable_settings(tmp_path, database_url):
+    return make_settings(tmp_path, database={"url": database_url}, namespaces=DURABLE)
+
+
+async def test_publication_is_committed_before_it_is_acknowledged(make_stagewire, durable_settings):
+    sw = await make_stagewire(durable_settings)
+    alice = await sw.client("alice")
+    await alice.result("subscribe", channel="log:a")
+    result = await alice.result("publish", channel="log:a", data={"text": "kept"})
+    rows = await PublicationRecord.filter(channel="log:a").values("seq", "epoch", "data", "author")
+    assert rows == [{"seq": 1, "epoch": result["epoch"], "data": '{"text":"kept"}', "author": "alice"}]
+    push = await alice.recv_push("pub")
+    assert push["offset"] == 1 and push["data"] == {"text": "kept"}
+
+
+async def test_waiting_publications_share_one_transaction(make_stagewire, durable_settings):
+    sw = await make_stagewire(durable_settings)
+    node = sw.app[NODE]
+    before = node.durable.commits
+    positions = await asyncio.gather(*(node.publish("log:group", i) for i in range(50)))
+    assert sorted(p.offset for p in positions) == list(range(1, 51))
+    assert node.durable.commits - before <= 2, "50 waiting publications must not take 50 transactions"
+    assert await PublicationRecord.filter(channel="log:group").count() == 50
+
+
+async def test_gap_older_than_the_broker_window_is_recovered_from_the_database(make_stagewire, durable_settings):
+    sw = await make_stagewire(durable_settings)
+    alice = await sw.client("alice")
+    sub = await alice.result("subscribe", channel="log:long")
+    await alice.close()
+    for i in range(10):
+        await sw.api("POST", "/api/publish", {"channel": "log:long", "data": i})
+    again = await sw.client("alice")
+    result = await again.result("subscribe", channel="log:long", recover=True, offset=0, epoch=sub["epoch"])
+    assert result["recovered"] is True
+    assert [p["data"] for p in result["publications"]] == list(range(10))
+    history = await again.result("history", channel="log:long", since={"offset": 3, "epoch": sub["epoch"]}, limit=4)
+    assert [p["offset"] for p in history["publications"]] == [4, 5, 6, 7]
+    newest = await again.result("history", channel="log:long", limit=3, reverse=True)
+    assert [p["offset"] for p in newest["publications"]] == [10, 9, 8]
+
+
+async def test_recovery_survives_a_server_restart(make_stagewire, durable_settings):
+    first = await make_stagewire(durable_settings)
+    alice = await first.client("alice")
+    sub = await alice.result("subscribe", channel="log:restart")
+    await alice.result("publish", channel="log:restart", data="before")
+    seen = await alice.recv_push("pub")
+    await first.close_clients()
+    await first.server.close()
+
+    second = await make_stagewire(durable_settings)  # same database, fresh memory broker
+    for text in ("while away 1", "while away 2"):
+        await second.api("POST", "/api/publish", {"channel": "log:restart", "data": text})
+    bob = await second.client("alice")
+    result = await bob.result("subscribe", channel="log:restart", recover=True, offset=seen["offset"], epoch=sub["epoch"])
+    assert result["recovered"] is True and result["epoch"] == sub["epoch"]
+    assert [(p["offset"], p["data"]) for p in result["publications"]] == [(2, "while away 1"), (3, "while away 2")]
+
+
+async def test_failed_commit_is_an_error_and_nothing_is_delivered(make_stagewire, durable_settings):
+    sw = await make_stagewire(durable_settings)
+    alice = await sw.client("alice")
+    bob = await sw.client("bob")
+    await bob.result("subscribe", channel="log:broken")
+    await connections.get("default").execute_script("DROP TABLE publications")
+    error = await alice.assert_error(112, "publish", channel="log:broken", data="lost?")
+    assert error["temporary"] is True
+    await bob.assert_quiet()
+
+
+@pytest.mark.parametrize("namespace", ["log", "quiet"])
+async def test_idempotent_publish_is_delivered_once(make_stagewire, durable_settings, namespace):
+    sw = await make_stagewire(durable_settings)
+    alice = await sw.client("alice")
+    await alice.result("subscribe", channel=f"{namespace}:idem")
+    first = await alice.result("publish", channel=f"{namespace}:idem", data="x", idempotency_key="retry-1")
+    again = await alice.result("publish", channel=f"{namespace}:idem", data="x", idempotency_key="retry-1")
+    status, over_http = await sw.api("POST", "/api/publish", {"channel": f"{namespace}:idem", "data": "x", "idempotency_key": "retry-1"})
+    assert status == 200
+    assert first["offset"] == again["offset"] == over_http["offset"] == 1
+    other = await alice.result("publish", channel=f"{namespace}:idem", data="y", idempotency_key="retry-2")
+    assert other["offset"] == 2
+    assert (await alice.recv_push("pub"))["data"] == "x"
+    assert (await alice.recv_push("pub"))["data"] == "y"
+    await alice.assert_quiet()

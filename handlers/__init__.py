@@ -7,7 +7,7 @@ before any of these can run. To add your own commands, write a module with
 
 from __future__ import annotations
 
-from handlers import channels, session
+from handlers import channels, presence, session
 from server.dispatch import Handler, HandlerTable
 
 HANDLERS: HandlerTable = {
@@ -17,4 +17,6 @@ HANDLERS: HandlerTable = {
     "unsubscribe": Handler(channels.UnsubscribeParams, channels.unsubscribe),
     "publish": Handler(channels.PublishParams, channels.publish),
     "history": Handler(channels.HistoryParams, channels.history),
+    "presence": Handler(presence.PresenceParams, presence.presence),
+    "presence_stats": Handler(presence.PresenceParams, presence.presence_stats),
 }

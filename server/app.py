@@ -24,6 +24,7 @@ from server.broker.base import Broker
 from server.config import Settings
 from server.dispatch import HandlerTable
 from server.node import Node
+from server.presence.base import PresenceStore
 from server.websocket import websocket_handler
 
 log = logging.getLogger("stagewire.app")
@@ -45,8 +46,21 @@ def create_broker(settings: Settings) -> Broker:
     raise ValueError(f"unknown broker backend {backend!r} (memory or redis)")
 
 
+def create_presence(settings: Settings, broker: Broker) -> PresenceStore:
+    """The presence store that goes with the broker backend."""
+    if settings.broker.backend == "redis":
+        from server.presence.redis import RedisPresence
+
+        return RedisPresence(settings.broker)
+    from server.presence.memory import MemoryPresence
+
+    return MemoryPresence(settings.broker.presence_ttl)
+
+
 async def node_ctx(app: web.Application) -> AsyncIterator[None]:
-    node = Node(app[SETTINGS], create_broker(app[SETTINGS]))
+    settings = app[SETTINGS]
+    broker = create_broker(settings)
+    node = Node(settings, broker, create_presence(settings, broker))
     await node.start()
     app[NODE] = node
     log.info("node %s started with the %s broker", node.id, app[SETTINGS].broker.backend)

@@ -73,6 +73,8 @@ class BrokerSettings:
     backend: str = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
     prefix: str = "stagewire"
+    # Seconds a presence entry lives without a refresh: a dead node's users leave within it.
+    presence_ttl: float = 30.0
     # Redis broker only (see server/broker/redis.py).
     pubsub_shards: int = 4  # pub/sub connections per node; channels spread by a stable hash
     sharded_pubsub: bool = False  # SSUBSCRIBE/SPUBLISH (Redis 7+, for Redis Cluster)
@@ -99,6 +101,7 @@ class NamespaceSettings:
     history_ttl: float = 300.0
     persist: bool = False
     recover_max: int = 10000
+    presence: bool = False
 
     def __post_init__(self) -> None:
         if self.subscribe not in ("authenticated", "owner", "admin"):

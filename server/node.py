@@ -23,6 +23,8 @@ from server.connection import Connection, State
 from server.durable import DurableLog
 from server.errors import CloseCode, CommandError, ErrorCode
 from server.hub import Hub
+from server.presence.base import PresenceStore
+from server.presence.tracker import PresenceTracker
 from server.writer import FlushScheduler
 
 if TYPE_CHECKING:
@@ -31,17 +33,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("stagewire.node")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Subscription:
-    """The outcome of a subscribe: the position, and what recovery found."""
+    """The outcome of a subscribe: the position, what recovery found, whether a join is due."""
 
     position: StreamPosition
     recovered: bool | None  # None: no recovery was asked for
     publications: list[Publication]
+    joined: bool = False
 
 
 class Node:
-    def __init__(self, settings: Settings, broker: Broker) -> None:
+    def __init__(self, settings: Settings, broker: Broker, presence: PresenceStore) -> None:
         self.id = secrets.token_hex(6)
         self.settings = settings
         self.broker = broker
@@ -53,6 +56,10 @@ class Node:
         self._by_session: dict[str, set[Connection]] = {}
         self._tasks: set[asyncio.Task] = set()
         self._pinger: asyncio.Task | None = None
+        self._presence_task: asyncio.Task | None = None
+        self.presence = PresenceTracker(
+            presence, broker, settings.namespaces, settings.broker.presence_ttl, self.spawn
+        )
         self.shutting_down = False
         self.stats = {"slow_disconnects": 0, "publications": 0, "deliveries": 0}
 
@@ -62,6 +69,10 @@ class Node:
         await self.broker.start(self)
         await self.durable.start()
         self._pinger = asyncio.create_task(self._ping_forever(), name="node-ping")
+        self._presence_task = asyncio.create_task(
+            self.presence.run(lambda: list(self.connections.values()), lambda: self.hub.held_channels),
+            name="node-presence",
+        )
 
     async def shutdown(self, timeout: float) -> None:
         """Tell every client to reconnect elsewhere, then wait (bounded) for them to go."""
@@ -73,11 +84,11 @@ class Node:
             await asyncio.wait([c.finished for c in conns], timeout=timeout)
 
     async def close(self) -> None:
-        if self._pinger is not None:
-            self._pinger.cancel()
-        for task in list(self._tasks):
+        own = [t for t in (self._pinger, self._presence_task) if t is not None]
+        for task in [*own, *self._tasks]:
             task.cancel()
-        await asyncio.gather(*self._tasks, *([self._pinger] if self._pinger else []), return_exceptions=True)
+        await asyncio.gather(*self._tasks, *own, return_exceptions=True)
+        await self.presence.store.close()
         await self.durable.close()
         await self.broker.close()
 
@@ -110,10 +121,7 @@ class Node:
         if identity is not None:
             _discard(self._by_user, identity.username, conn)
             _discard(self._by_session, identity.session_id, conn)
-        for channel in self.hub.remove_connection(conn):
-            ns = self.settings.namespaces.get(channel.split(":", 1)[0])
-            if ns is not None and ns.join_leave and identity is not None:
-                self.spawn(self._presence_quietly("leave", channel, _client_info(conn)))
+        self.presence.leave_all(conn, self.hub.remove_connection(conn))
 
     def count_slow(self) -> None:
         self.stats["slow_disconnects"] += 1
@@ -140,8 +148,11 @@ class Node:
         try:
             await self.hub.subscribe(conn, channel)
             if recover_since is None:
-                return Subscription(await self._position(channel, ns), None, [])
-            return await self._recover(channel, recover_since, ns)
+                sub = Subscription(await self._position(channel, ns), None, [])
+            else:
+                sub = await self._recover(channel, recover_since, ns)
+            sub.joined = await self.presence.join(conn, channel)
+            return sub
         except BaseException as exc:
             await self.hub.unsubscribe(conn, channel)
             if isinstance(exc, BrokerUnavailable):
@@ -170,9 +181,8 @@ class Node:
     def activate(self, conn: Connection, channel: str, subscription: Subscription) -> None:
         """Make a subscription live once its reply is queued; announce the join."""
         self.hub.activate(conn, channel, subscription.position.offset)
-        ns = self.settings.namespaces.get(channel.split(":", 1)[0])
-        if ns is not None and ns.join_leave and channel in conn.subscriptions:
-            self.spawn(self._presence_quietly("join", channel, _client_info(conn)))
+        if subscription.joined and conn.identity is not None:
+            self.presence.announce("join", channel, conn.identity.username)
 
     async def history(
         self, channel: str, since: StreamPosition | None, limit: int, reverse: bool
@@ -202,8 +212,7 @@ class Node:
         if channel not in conn.subscriptions:
             raise CommandError(ErrorCode.NOT_SUBSCRIBED, f"not subscribed to {channel}")
         await self.hub.unsubscribe(conn, channel)
-        if ns.join_leave:
-            await self._presence_quietly("leave", channel, _client_info(conn))
+        await self.presence.leave(conn, channel)
 
     async def publish(
         self,
@@ -224,11 +233,18 @@ class Node:
         except BrokerUnavailable:
             raise CommandError(ErrorCode.UNAVAILABLE, "broker temporarily unavailable") from None
 
-    async def _presence_quietly(self, kind: str, channel: str, info: dict[str, Any]) -> None:
+    async def presence_of(self, channel: str) -> dict[str, int]:
+        """Users present in ``channel`` across the cluster, with their connection counts."""
         try:
-            await self.broker.publish_presence(kind, channel, info)
+            return await self.presence.store.users(channel)
         except BrokerUnavailable:
-            log.info("%s push for %s lost: broker unavailable", kind, channel)
+            raise CommandError(ErrorCode.UNAVAILABLE, "presence temporarily unavailable") from None
+
+    async def presence_stats(self, channel: str) -> tuple[int, int]:
+        try:
+            return await self.presence.store.stats(channel)
+        except BrokerUnavailable:
+            raise CommandError(ErrorCode.UNAVAILABLE, "presence temporarily unavailable") from None
 
     # -- control ------------------------------------------------------------------
 
@@ -300,11 +316,6 @@ class Node:
 def _contiguous(pubs: list[Publication], after: int, count: int) -> bool:
     """Whether ``pubs`` are exactly the ``count`` offsets following ``after``."""
     return len(pubs) == count and all(p.offset == after + i + 1 for i, p in enumerate(pubs))
-
-
-def _client_info(conn: Connection) -> dict[str, Any]:
-    identity = conn.identity
-    return {"user": identity.username if identity else None, "client": conn.id}
 
 
 def _discard(index: dict[str, set[Connection]], key: str, conn: Connection) -> None:

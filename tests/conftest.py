@@ -20,7 +20,7 @@ REQUIRE_SERVICES = os.environ.get("STAGEWIRE_REQUIRE_SERVICES") == "1"
 API_KEY = "test-api-key"
 
 NAMESPACES: dict[str, dict[str, Any]] = {
-    "chat": {"subscribe": "authenticated", "publish": "client", "join_leave": True},
+    "chat": {"subscribe": "authenticated", "publish": "client", "join_leave": True, "presence": True},
     "news": {"subscribe": "authenticated", "publish": "server"},
     "user": {"subscribe": "owner", "publish": "server"},
     "room": {"subscribe": "authenticated", "publish": "subscriber"},

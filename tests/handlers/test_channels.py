@@ -64,21 +64,28 @@ async def test_admins_may_subscribe_to_admin_namespaces(stagewire):
     assert (await root.result("subscribe", channel="ops:stats"))["offset"] == 0
 
 
-async def test_join_and_leave_pushes_follow_the_namespace_setting(stagewire):
+async def test_join_and_leave_are_per_user_and_follow_the_namespace_setting(stagewire):
     alice = await stagewire.client("alice")
     await alice.result("subscribe", channel="chat:lobby")
     # Subscribers see every join, their own included.
-    await alice.recv_push("join", channel="chat:lobby", info={"user": "alice", "client": alice.connect_result["client"]})
+    await alice.recv_push("join", channel="chat:lobby", info={"user": "alice"})
     await alice.result("subscribe", channel="quiet:lobby")
-    bob = await stagewire.client("bob")
-    await bob.result("subscribe", channel="chat:lobby")
-    await bob.result("subscribe", channel="quiet:lobby")
-    join = await alice.recv_push("join", channel="chat:lobby", info={"user": "bob", "client": bob.connect_result["client"]})
-    assert join["type"] == "join"
-    await bob.result("unsubscribe", channel="chat:lobby")
-    await alice.recv_push("leave", channel="chat:lobby")
-    await bob.close()
-    await alice.assert_quiet()  # quiet:lobby sends no join/leave
+    bob_tab1 = await stagewire.client("bob")
+    bob_tab2 = await stagewire.client("bob")
+    for tab in (bob_tab1, bob_tab2):
+        await tab.result("subscribe", channel="chat:lobby")
+        await tab.result("subscribe", channel="quiet:lobby")
+    await alice.recv_push("join", channel="chat:lobby", info={"user": "bob"})
+    assert await alice.result("presence", channel="chat:lobby") == {
+        "users": [{"user": "alice", "connections": 1}, {"user": "bob", "connections": 2}]
+    }
+    assert await alice.result("presence_stats", channel="chat:lobby") == {"clients": 3, "users": 2}
+    await bob_tab1.result("unsubscribe", channel="chat:lobby")
+    await bob_tab2.close()  # bob's last tab leaves: now bob has left
+    await alice.recv_push("leave", channel="chat:lobby", info={"user": "bob"})
+    await alice.assert_quiet()  # one join and one leave for bob; none for quiet:lobby
+    assert await alice.result("presence_stats", channel="chat:lobby") == {"clients": 1, "users": 1}
+    await alice.assert_error(103, "presence", channel="quiet:lobby")
 
 
 async def test_leave_is_pushed_when_a_subscriber_disconnects(stagewire):
@@ -86,10 +93,10 @@ async def test_leave_is_pushed_when_a_subscriber_disconnects(stagewire):
     await alice.result("subscribe", channel="chat:gone")
     bob = await stagewire.client("bob")
     await bob.result("subscribe", channel="chat:gone")
-    await alice.recv_push("join", channel="chat:gone")
+    await alice.recv_push("join", channel="chat:gone", info={"user": "bob"})
     await bob.close()
     leave = await alice.recv_push("leave", channel="chat:gone")
-    assert leave["info"]["user"] == "bob"
+    assert leave["info"] == {"user": "bob"}
 
 
 async def test_subscription_limit(make_stagewire, tmp_path):

@@ -1,0 +1,54 @@
+"""The ``PresenceStore`` contract that every presence backend implements.
+
+A presence store keeps, per channel, the clients subscribed to it on every
+node, each with the user it belongs to. Entries expire ``ttl`` seconds after
+they were added or last refreshed: each node refreshes its own clients well
+within the TTL, so the clients of a node that died vanish within ``ttl``
+seconds (plus one sweep interval of the surviving nodes).
+
+Contract (checked by ``tests/presence/conformance.py`` for every backend):
+
+* ``add`` and ``remove`` are atomic and report the *user-level* transition:
+  ``add`` returns True when it added the user's first live client in the
+  channel (the user joined); ``remove`` returns True when it removed the
+  user's last one (the user left). Two tabs of one user join once, and the
+  user leaves when the last tab closes.
+* ``expire`` removes entries past their TTL and returns the users whose last
+  client expired, each exactly once across all nodes calling it concurrently.
+* ``users`` and ``stats`` never count expired entries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceEntry:
+    channel: str
+    client: str
+    user: str
+
+
+class PresenceStore(Protocol):
+    async def add(self, entry: PresenceEntry) -> bool:
+        """Record a client in a channel; True if its user was not present before."""
+
+    async def remove(self, entry: PresenceEntry) -> bool:
+        """Forget a client; True if it was its user's last client in the channel."""
+
+    async def refresh(self, entries: Iterable[PresenceEntry]) -> None:
+        """Push back the expiry of live clients (each node refreshes its own)."""
+
+    async def expire(self, channels: Iterable[str]) -> list[tuple[str, str]]:
+        """Drop expired clients of ``channels``; ``(channel, user)`` for users now gone."""
+
+    async def users(self, channel: str) -> dict[str, int]:
+        """The users present and how many live clients each has."""
+
+    async def stats(self, channel: str) -> tuple[int, int]:
+        """``(clients, users)`` present in the channel."""
+
+    async def close(self) -> None:
+        """Release resources."""

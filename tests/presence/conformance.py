@@ -1,0 +1,67 @@
+"""The ``PresenceStore`` contract as one suite every backend runs.
+
+A backend's module subclasses :class:`PresenceConformance` and provides
+``make_store(ttl)``, an async factory; stores made by one factory share their
+backend, like the nodes of one cluster, and ``advance(seconds)`` moves their
+clock (a fake clock, or a real wait for a backend that cannot fake time).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from server.presence.base import PresenceEntry
+
+_ids = itertools.count()
+
+
+@pytest.fixture
+def channel() -> str:
+    return f"presence:ch{next(_ids)}"
+
+
+class PresenceConformance:
+    async def test_users_join_once_and_leave_with_their_last_client(self, make_store, channel):
+        store = await make_store(30)
+        tab1, tab2 = PresenceEntry(channel, "c1", "alice"), PresenceEntry(channel, "c2", "alice")
+        assert await store.add(tab1) is True
+        assert await store.add(tab2) is False
+        assert await store.add(PresenceEntry(channel, "c3", "bob")) is True
+        assert await store.users(channel) == {"alice": 2, "bob": 1}
+        assert await store.stats(channel) == (3, 2)
+        assert await store.remove(tab1) is False
+        assert await store.remove(tab2) is True
+        assert await store.remove(tab2) is False  # already gone
+        assert await store.users(channel) == {"bob": 1}
+
+    async def test_adding_the_same_client_twice_counts_it_once(self, make_store, channel):
+        store = await make_store(30)
+        entry = PresenceEntry(channel, "c1", "alice")
+        assert await store.add(entry) is True
+        assert await store.add(entry) is False
+        assert await store.stats(channel) == (1, 1)
+        assert await store.remove(entry) is True
+
+    async def test_nodes_share_presence(self, make_store, channel):
+        a, b = await make_store(30), await make_store(30)
+        assert await a.add(PresenceEntry(channel, "a1", "alice")) is True
+        assert await b.add(PresenceEntry(channel, "b1", "alice")) is False
+        assert await b.users(channel) == {"alice": 2}
+        assert await a.remove(PresenceEntry(channel, "a1", "alice")) is False
+        assert await b.remove(PresenceEntry(channel, "b1", "alice")) is True
+
+    async def test_unrefreshed_entries_expire_and_report_who_left(self, make_store, advance, channel):
+        live, dead = await make_store(2), await make_store(2)
+        await live.add(PresenceEntry(channel, "l1", "alice"))
+        await dead.add(PresenceEntry(channel, "d1", "alice"))
+        await dead.add(PresenceEntry(channel, "d2", "bob"))
+        await advance(1.2)
+        await live.refresh([PresenceEntry(channel, "l1", "alice")])
+        await advance(1.2)
+        gone = await live.expire([channel])
+        assert gone == [(channel, "bob")]  # alice still has a live client
+        assert await live.expire([channel]) == []  # reported once
+        assert await live.users(channel) == {"alice": 1}
+        assert await dead.stats(channel) == (1, 1)

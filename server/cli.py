@@ -13,46 +13,27 @@ from server.config import ConfigError, Settings, load_settings
 log = logging.getLogger("stagewire")
 
 
-def _raise_open_files_limit() -> None:
-    """Each connection is a file descriptor; the default soft limit (often 1024) is too low."""
-    try:
-        import resource
-
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft < hard:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    except (ImportError, ValueError, OSError):  # not on this platform, or not allowed
-        pass
-
-
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    from aiohttp import web
-
-    from server.app import create_app
+    from server.serve import ServeError, serve, serve_workers
 
     if args.host:
         settings = settings.replace(server={"host": args.host})
     if args.port:
         settings = settings.replace(server={"port": args.port})
-    if settings.server.use_uvloop:
-        try:
-            import uvloop
-
-            uvloop.install()
-        except ImportError:  # uvloop is optional (not on Windows)
-            pass
-    _raise_open_files_limit()
-    host, port = settings.server.host, settings.server.port
-    web.run_app(
-        create_app(settings),
-        host=host,
-        port=port,
-        shutdown_timeout=settings.server.shutdown_timeout,
-        print=lambda _: log.info("serving on http://%s:%s (broker: %s, database: %s)", host, port,
-                                 settings.broker.backend, settings.database.url.split("://", 1)[0]),
-        access_log=None,
-    )
-    return 0
+    workers = args.workers if args.workers is not None else settings.server.workers
+    if args.worker or workers <= 1:
+        serve(settings, reuse_port=args.worker)
+        return 0
+    worker_argv = ["serve", "--worker"]
+    config = getattr(args, "config_sub", None) or args.config
+    if config:
+        worker_argv += ["--config", config]
+    worker_argv += ["--host", settings.server.host, "--port", str(settings.server.port)]
+    try:
+        return serve_workers(settings, workers, worker_argv)
+    except ServeError as exc:
+        print(f"stagewire: {exc}", file=sys.stderr)
+        return 2
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -75,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", dest="config_sub", help="path to config.toml")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int, help="processes sharing the port (needs the redis broker)")
+    serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(func=_serve)
     migrate = sub.add_parser("migrate", help="apply database migrations")
     migrate.add_argument("--config", dest="config_sub", help="path to config.toml")

@@ -55,3 +55,22 @@ def test_bad_settings_are_reported(env, message):
 def test_missing_explicit_config_file_is_an_error(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_settings(tmp_path / "nope.toml", environ={})
+
+
+def test_config_toml_documents_every_setting():
+    import dataclasses
+    import tomllib
+
+    from server import config
+
+    raw = tomllib.loads((ROOT / "config.toml").read_text())
+    sections = {
+        "server": config.ServerSettings, "client": config.ClientSettings, "auth": config.AuthSettings,
+        "database": config.DatabaseSettings, "broker": config.BrokerSettings, "api": config.ApiSettings,
+    }
+    for name, cls in sections.items():
+        missing = {f.name for f in dataclasses.fields(cls)} - set(raw[name])
+        assert not missing, f"[{name}] does not document {sorted(missing)}"
+    documented = set().union(*(set(ns) for ns in raw["namespaces"].values()))
+    namespace_fields = {f.name for f in dataclasses.fields(config.NamespaceSettings)} - {"name"}
+    assert not namespace_fields - documented, sorted(namespace_fields - documented)

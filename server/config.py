@@ -79,6 +79,7 @@ class BrokerSettings:
     pubsub_shards: int = 4  # pub/sub connections per node; channels spread by a stable hash
     sharded_pubsub: bool = False  # SSUBSCRIBE/SPUBLISH (Redis 7+, for Redis Cluster)
     socket_timeout: float = 1.5  # seconds for a connect or a command before BrokerUnavailable
+    max_connections: int = 50  # command connections per node; more commands wait for one
     ping_interval: float = 5.0  # a silent pub/sub connection is pinged, and dropped after 2x
     reconnect_min_delay: float = 0.1  # reconnect backoff: doubles from min to max, ±20% jitter
     reconnect_max_delay: float = 5.0

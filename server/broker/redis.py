@@ -1,0 +1,324 @@
+"""``RedisBroker``: the broker for any number of Stagewire nodes sharing one Redis.
+
+Redis layout, for ``P`` = ``[broker] prefix`` and a Stagewire channel ``C``:
+
+``P.meta.{C}``
+    Hash: ``o`` the top offset, ``e`` the epoch. Expires ``max(meta_ttl, ttl)``
+    after the channel's last publication; a new epoch starts after that.
+``P.stream.{C}``
+    Stream of the newest ``history.size`` publications: entry id
+    ``<offset>-0``, field ``d`` = msgpack ``[data, info]``. Expires
+    ``history.ttl`` after the last publication. Not kept when size is 0.
+``P.idem.{C}.<key>``
+    String ``<offset>:<epoch>`` of the publication made with an idempotency
+    key; expires after ``IDEMPOTENCY_TTL``.
+``P.pub.{C}``
+    Pub/sub channel of ``C``: msgpack ``[0, offset, epoch, [data, info]]`` for a
+    publication, ``[1, kind, info]`` for a join or leave, in one order.
+``P.control``
+    Pub/sub channel every node holds, carrying msgpack control messages.
+
+The braces make ``C`` the hash tag, so in Redis Cluster the keys and the
+sharded pub/sub channel of one Stagewire channel share one slot, as the
+publish script and SPUBLISH require. A node subscribes only to the channels
+its hub holds, spread over ``pubsub_shards`` connections
+(:mod:`server.broker.redis_pubsub`, which also owns reconnecting). Publishing
+is one Lua script (:mod:`server.broker.redis_scripts`): offset, epoch, history
+and PUBLISH happen atomically, so no two nodes hand out the same offset and
+every node sees a channel in offset order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import secrets
+import zlib
+from typing import Any, AsyncIterator, Iterator, Sequence
+
+import msgpack
+from redis import exceptions as redis_errors
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from server.broker import redis_scripts
+from server.broker.base import (
+    IDEMPOTENCY_TTL,
+    BrokerHandler,
+    BrokerUnavailable,
+    HistoryOptions,
+    OffsetConflict,
+    Publication,
+    StreamPosition,
+)
+from server.broker.redis_pubsub import CLASSIC, SHARDED, PubSubShard, Timing
+from server.config import BrokerSettings
+
+log = logging.getLogger("stagewire.broker.redis")
+
+_PUBLICATION, _PRESENCE = 0, 1  # message kinds on a channel's pub/sub channel
+_ALREADY, _CONFLICT = 1, 2  # statuses of the publish script besides 0, published
+_CONTROL = object()  # what the control channel is held with, instead of a channel name
+# Meta TTL of a position created by a read, before any publication sets its own.
+_DEFAULT_META_TTL_MS = int(HistoryOptions().meta_ttl * 1000)
+# Error replies that mean "not now" rather than "wrong request".
+_UNAVAILABLE_REPLIES = (
+    redis_errors.OutOfMemoryError,
+    redis_errors.ReadOnlyError,
+    redis_errors.ClusterDownError,
+    redis_errors.TryAgainError,
+)
+
+
+class RedisBroker:
+    """A :class:`~server.broker.base.Broker` on Redis; one instance per node.
+
+    Args:
+        settings: the ``[broker]`` settings: URL, key prefix, pub/sub shards and
+            mode, timeouts and reconnect backoff.
+    """
+
+    def __init__(self, settings: BrokerSettings) -> None:
+        self._settings = settings
+        self._prefix = settings.prefix
+        self._mode = SHARDED if settings.sharded_pubsub else CLASSIC
+        self._publish_command = "SPUBLISH" if settings.sharded_pubsub else "PUBLISH"
+        self._control = f"{settings.prefix}.control".encode()
+        # Names this node's connections in CLIENT LIST (names cannot hold spaces).
+        self.client_name = "stagewire-" + re.sub(r"[^\x21-\x7e]", "_", settings.prefix)
+        self._redis: Redis | None = None
+        self._shards: list[PubSubShard] = []
+        self._handler: BrokerHandler | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return bool(self._shards) and all(shard.healthy for shard in self._shards)
+
+    async def start(self, handler: BrokerHandler) -> None:
+        """Connect and subscribe to the control channel.
+
+        Returns after the first connection attempt of every pub/sub connection.
+        If Redis is unreachable it logs a warning and keeps reconnecting in the
+        background: ``healthy`` stays False and operations raise
+        :class:`BrokerUnavailable` until Redis is back.
+        """
+        s = self._settings
+        self._handler = handler
+        # A burst of commands waits (up to socket_timeout) for one of the
+        # max_connections instead of failing at once. The wait is a FIFO
+        # semaphore of ours: redis-py's BlockingConnectionPool lets busy callers
+        # barge ahead, so under sustained load some waiters time out.
+        self._slots = asyncio.Semaphore(s.max_connections)
+        self._redis = Redis.from_pool(ConnectionPool.from_url(
+            s.redis_url,
+            max_connections=s.max_connections,
+            socket_timeout=s.socket_timeout,
+            socket_connect_timeout=s.socket_timeout,
+            # No hidden retries: a publication that may have reached Redis must
+            # not be sent twice, and a failure must surface within the timeout.
+            retry=Retry(NoBackoff(), 0),
+            protocol=2,
+            client_name=self.client_name,
+        ))
+        self._publish_script = self._redis.register_script(redis_scripts.PUBLISH)
+        self._read_script = self._redis.register_script(redis_scripts.READ)
+        self._restore_script = self._redis.register_script(redis_scripts.RESTORE)
+        timing = Timing(
+            confirm_timeout=2 * s.socket_timeout,
+            ping_interval=s.ping_interval,
+            min_delay=s.reconnect_min_delay,
+            max_delay=s.reconnect_max_delay,
+        )
+        pool = self._redis.connection_pool
+        self._shards = [
+            PubSubShard(str(i), pool.make_connection, self._mode, timing, self._deliver, self._gap)
+            for i in range(max(1, s.pubsub_shards))
+        ]
+        self._shards[0].hold(self._control, _CONTROL)
+        for shard in self._shards:
+            shard.start()
+        await asyncio.gather(*(shard.settled.wait() for shard in self._shards))
+        if not self.healthy:
+            log.warning("Redis at %s is unreachable; retrying in the background", s.redis_url)
+
+    async def close(self) -> None:
+        shards, self._shards = self._shards, []
+        await asyncio.gather(*(shard.close() for shard in shards))
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+        self._handler = None
+
+    async def subscribe(self, channel: str) -> None:
+        await self._shard(channel).subscribe(self._pub_name(channel).encode(), channel)
+
+    async def unsubscribe(self, channel: str) -> None:
+        self._shard(channel).unsubscribe(self._pub_name(channel).encode())
+
+    async def publish(
+        self,
+        channel: str,
+        data: Any,
+        *,
+        info: dict[str, Any] | None = None,
+        history: HistoryOptions = HistoryOptions(),
+        idempotency_key: str | None = None,
+        expected_offset: int | None = None,
+    ) -> StreamPosition:
+        keys = self._keys(channel)
+        if idempotency_key is not None:
+            keys.append(f"{self._prefix}.idem.{{{channel}}}.{idempotency_key}")
+        keep = history.size if history.size > 0 and history.ttl > 0 else 0
+        async with self._command() as client:
+            offset, epoch, status = await self._publish_script(
+                keys=keys,
+                args=[
+                    msgpack.packb([data, info]),
+                    keep,
+                    _ms(history.ttl),
+                    _ms(max(history.meta_ttl, history.ttl)),
+                    _new_epoch(),
+                    self._publish_command,
+                    self._pub_name(channel),
+                    "" if expected_offset is None else expected_offset,
+                    _ms(IDEMPOTENCY_TTL),
+                ],
+                client=client,
+            )
+        if status == _CONFLICT:
+            raise OffsetConflict(StreamPosition(offset, epoch.decode()))
+        return StreamPosition(offset, epoch.decode(), already=status == _ALREADY)
+
+    async def restore_position(self, channel: str, position: StreamPosition) -> None:
+        async with self._command() as client:
+            await self._restore_script(
+                keys=self._keys(channel),
+                args=[position.epoch, position.offset, _DEFAULT_META_TTL_MS],
+                client=client,
+            )
+
+    async def publish_presence(self, kind: str, channel: str, info: dict[str, Any]) -> None:
+        # Same pub/sub channel as the publications, so nodes see both in one order.
+        payload = msgpack.packb([_PRESENCE, kind, info])
+        async with self._command() as client:
+            await client.execute_command(self._publish_command, self._pub_name(channel), payload)
+
+    async def publish_control(self, message: dict[str, Any]) -> None:
+        async with self._command() as client:
+            await client.execute_command(self._publish_command, self._control, msgpack.packb(message))
+
+    async def position(self, channel: str) -> StreamPosition:
+        position, _ = await self._read(channel, None, 0, False)
+        return position
+
+    async def history(
+        self,
+        channel: str,
+        *,
+        since: StreamPosition | None = None,
+        limit: int = 100,
+        reverse: bool = False,
+    ) -> tuple[list[Publication], StreamPosition]:
+        position, entries = await self._read(channel, since, max(limit, 0), reverse)
+        pubs = []
+        for entry_id, fields in entries:
+            data, info = _unpack(fields[1])
+            pubs.append(Publication(channel, int(entry_id.split(b"-", 1)[0]), position.epoch, data, info))
+        return pubs, position
+
+    # -- internals ------------------------------------------------------------------
+
+    async def _read(
+        self, channel: str, since: StreamPosition | None, limit: int, reverse: bool
+    ) -> tuple[StreamPosition, list]:
+        async with self._command() as client:
+            reply = await self._read_script(
+                keys=self._keys(channel),
+                args=[
+                    _new_epoch(),
+                    _DEFAULT_META_TTL_MS,
+                    1 if since is not None else 0,
+                    since.epoch if since is not None else "",
+                    since.offset + 1 if since is not None else 0,
+                    limit,
+                    1 if reverse else 0,
+                ],
+                client=client,
+            )
+        return StreamPosition(int(reply[1]), reply[0].decode()), (reply[2] if len(reply) > 2 else [])
+
+    @contextlib.asynccontextmanager
+    async def _command(self) -> AsyncIterator[Redis]:
+        """The client for one command, once a connection is free; maps Redis errors."""
+        client = self._redis
+        if client is None:
+            raise BrokerUnavailable("the Redis broker is not started")
+        try:
+            async with asyncio.timeout(self._settings.socket_timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise BrokerUnavailable("every Redis connection stayed busy") from None
+        try:
+            with _unavailable():
+                yield client
+        finally:
+            self._slots.release()
+
+    def _keys(self, channel: str) -> list[str]:
+        return [f"{self._prefix}.meta.{{{channel}}}", f"{self._prefix}.stream.{{{channel}}}"]
+
+    def _pub_name(self, channel: str) -> str:
+        return f"{self._prefix}.pub.{{{channel}}}"
+
+    def _shard(self, channel: str) -> PubSubShard:
+        if not self._shards:
+            raise BrokerUnavailable("the Redis broker is not started")
+        # crc32 rather than hash(): stable across processes and restarts.
+        return self._shards[zlib.crc32(channel.encode()) % len(self._shards)]
+
+    def _deliver(self, key: Any, payload: bytes) -> None:
+        handler = self._handler
+        if handler is None:
+            return
+        message = _unpack(payload)
+        if key is _CONTROL:
+            handler.on_control(message)
+        elif message[0] == _PUBLICATION:
+            _, offset, epoch, (data, info) = message
+            handler.on_publication(Publication(key, offset, epoch, data, info))
+        elif message[0] == _PRESENCE:
+            handler.on_presence(message[1], key, message[2])
+
+    def _gap(self, keys: Sequence[Any]) -> None:
+        channels = [key for key in keys if key is not _CONTROL]
+        if channels and self._handler is not None:
+            log.warning("Redis pub/sub reconnected; %d channels may have missed publications", len(channels))
+            self._handler.on_gap(channels)
+
+
+def _unpack(payload: bytes) -> Any:
+    return msgpack.unpackb(payload, raw=False, strict_map_key=False)
+
+
+def _new_epoch() -> str:
+    return secrets.token_hex(6)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+@contextlib.contextmanager
+def _unavailable() -> Iterator[None]:
+    """Turn "Redis cannot serve this now" errors into :class:`BrokerUnavailable`."""
+    try:
+        yield
+    except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+        raise BrokerUnavailable(f"Redis unavailable: {exc}") from exc
+    except redis_errors.ResponseError as exc:
+        if isinstance(exc, _UNAVAILABLE_REPLIES) or str(exc).startswith(("BUSY", "MASTERDOWN")):
+            raise BrokerUnavailable(f"Redis cannot serve now: {exc}") from exc
+        raise

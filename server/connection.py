@@ -143,6 +143,14 @@ class Connection:
         if self._close_task is not None:
             await asyncio.shield(self._close_task)
 
+    def detach(self) -> None:
+        """Drop timers and queued output once the connection is gone (the node forgets it)."""
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+            self._expiry_timer = None
+        self.writer.discard()
+        self.writer.closed = True
+
     def _on_overflow(self) -> None:
         self.node.count_slow()
         self.close(CloseCode.SLOW, "slow client: outbound buffer full")

@@ -117,6 +117,7 @@ class Node:
     def unregister(self, conn: Connection) -> None:
         """Forget a connection entirely; safe to call whatever state it is in."""
         self.connections.pop(conn.id, None)
+        conn.detach()
         identity = conn.identity
         if identity is not None:
             _discard(self._by_user, identity.username, conn)

@@ -175,3 +175,21 @@ async def test_app_level_pings_are_pushed(make_stagewire, tmp_path):
     sw = await make_stagewire(make_settings(tmp_path, client={"ping_interval": 0.2}))
     client = await sw.client("alice")
     assert await client.recv() == {"type": "ping"}
+
+
+async def test_nothing_is_left_behind_when_clients_go(stagewire):
+    node = stagewire.app[NODE]
+    clients = [await stagewire.client(f"user{i % 3}") for i in range(12)]
+    for i, client in enumerate(clients):
+        await client.result("subscribe", channel=f"chat:room{i % 4}")
+    for client in clients:
+        await client.close()
+    for _ in range(200):
+        if not node.connections and not dict(node.hub.channels()) and not node.hub.held_channels:
+            break
+        await asyncio.sleep(0.02)
+    assert node.connections == {}
+    assert dict(node.hub.channels()) == {} and node.hub.held_channels == set()
+    assert node._by_user == {} and node._by_session == {}
+    for i in range(4):
+        assert await node.presence.store.stats(f"chat:room{i}") == (0, 0)

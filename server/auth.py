@@ -1,0 +1,238 @@
+"""Accounts and sessions: register, log in, refresh, log out, verify a token.
+
+A login creates an ``AuthSession`` row and a signed token naming it
+(``server.tokens``). Verifying a token checks the signature and its age, then
+the session in the database, so that a logout (which revokes the session)
+stops the token everywhere at once. Passwords are argon2id
+(``server.passwords``).
+
+Usernames are case-insensitive: they are stored and compared lower-case, the
+same on every database (MySQL's default collation would otherwise fold case
+and PostgreSQL's would not).
+
+Every refusal is a ``CommandError``: ``UNAUTHORIZED``, ``TOKEN_EXPIRED``,
+``CONFLICT``, ``BAD_REQUEST`` (with ``fields``) or ``TOO_MANY_REQUESTS``
+(:class:`TooManyAttempts`, with ``retry_after``). Nothing here logs a token
+or a password.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from aiohttp import web
+from tortoise.exceptions import IntegrityError
+
+from models.user import AuthSession, Role, User
+from server.appkeys import AUTH, SETTINGS
+from server.config import AuthSettings
+from server.errors import CommandError, ErrorCode
+from server.login_limiter import LoginLimiter, TooManyAttempts
+from server.passwords import Passwords
+from server.tokens import TokenClaims, TokenSigner, load_secrets
+
+__all__ = [
+    "Authenticator", "Identity", "LoginLimiter", "TooManyAttempts", "auth_ctx",
+    "check_password", "check_username", "load_secrets",
+]
+
+USERNAME_RE = re.compile(r"[A-Za-z0-9_.-]{3,32}")
+PASSWORD_MIN, PASSWORD_MAX = 8, 256
+_BAD_CREDENTIALS = "invalid username or password"
+
+
+def check_username(username: str) -> str:
+    """``username`` if it is 3-32 of ``A-Z a-z 0-9 _ . -``; raises ValueError otherwise."""
+    if not USERNAME_RE.fullmatch(username):
+        raise ValueError("3 to 32 characters: letters, digits, '_', '.' or '-'")
+    return username
+
+
+def check_password(password: str) -> str:
+    """``password`` if it is 8-256 characters long; raises ValueError otherwise."""
+    if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
+        raise ValueError(f"{PASSWORD_MIN} to {PASSWORD_MAX} characters")
+    return password
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a verified token belongs to."""
+
+    user_id: int
+    username: str
+    role: str
+    session_id: str
+    expires_at: float  # unix time at which the token expires
+
+
+class Authenticator:
+    """Registers users and manages their sessions and tokens.
+
+    Args:
+        settings: The ``[auth]`` settings.
+        secrets: Token signing secrets, oldest first (see ``load_secrets``).
+        clock: Wall clock for token stamps and session times; tests fake it.
+        limiter: Failed-login limiter; one from ``settings`` by default.
+    """
+
+    def __init__(
+        self,
+        settings: AuthSettings,
+        secrets: list[str],
+        *,
+        clock: Callable[[], float] = time.time,
+        limiter: LoginLimiter | None = None,
+    ) -> None:
+        self.settings = settings
+        self.passwords = Passwords.from_settings(settings)
+        self.tokens = TokenSigner(secrets, settings.token_ttl, clock=clock)
+        self.limiter = limiter or LoginLimiter(settings.login_max_failures, settings.login_window)
+        self._clock = clock
+        self._admins = frozenset(name.lower() for name in settings.admins)
+
+    async def register(self, username: str, password: str) -> User:
+        """Create a user with the role "user".
+
+        Raises:
+            CommandError: ``BAD_REQUEST`` with ``fields`` for an invalid name or
+                password, ``CONFLICT`` if the name is taken.
+        """
+        fields = {}
+        for name, check, value in (("username", check_username, username),
+                                   ("password", check_password, password)):
+            try:
+                check(value)
+            except ValueError as exc:
+                fields[name] = str(exc)
+        if fields:
+            raise CommandError(ErrorCode.BAD_REQUEST, "invalid fields", fields)
+        username = username.lower()
+        if await User.exists(username=username):
+            raise _taken()
+        password_hash = await self.passwords.hash(password)
+        try:
+            return await User.create(username=username, password_hash=password_hash)
+        except IntegrityError:
+            # Registered by someone else between the check and the insert.
+            raise _taken() from None
+
+    async def login(self, username: str, password: str, ip: str | None) -> tuple[str, int, User]:
+        """Check a password and open a session: ``(token, expires_in, user)``.
+
+        Raises:
+            CommandError: ``UNAUTHORIZED`` for a wrong name or password, alike.
+            TooManyAttempts: Too many recent failures for this IP or name.
+        """
+        username = username.lower()
+        self.limiter.acquire(ip, username)
+        user = await User.get_or_none(username=username) if USERNAME_RE.fullmatch(username) else None
+        if user is None:
+            await self.passwords.verify_dummy(password)
+            raise CommandError(ErrorCode.UNAUTHORIZED, _BAD_CREDENTIALS)
+        if not await self.passwords.verify(user.password_hash, password):
+            raise CommandError(ErrorCode.UNAUTHORIZED, _BAD_CREDENTIALS)
+        self.limiter.succeeded(ip, username)
+        if self.passwords.needs_rehash(user.password_hash):
+            user.password_hash = await self.passwords.hash(password)
+            await user.save(update_fields=["password_hash"])
+        session = await AuthSession.create(user=user, expires_at=self._at(self.settings.token_ttl))
+        token, expires_at = self.tokens.issue(user.id, str(session.id))
+        return token, self._expires_in(expires_at), user
+
+    async def refresh(self, token: str) -> tuple[str, int, User]:
+        """A new token for the same session, whose life is extended.
+
+        Raises:
+            CommandError: As :meth:`verify`.
+        """
+        claims = self.tokens.read(token)
+        session = await self._session(claims)
+        # If a logout slips in between, the new token names a revoked session
+        # and verify() rejects it. (The updated row count cannot tell: MySQL
+        # counts rows changed, and the expiry may not have changed.)
+        await AuthSession.filter(id=session.id, revoked_at__isnull=True).update(
+            expires_at=self._at(self.settings.token_ttl)
+        )
+        new_token, expires_at = self.tokens.issue(session.user.id, str(session.id))
+        return new_token, self._expires_in(expires_at), session.user
+
+    async def logout(self, token: str) -> Identity:
+        """Revoke the session of ``token``: none of its tokens works any more.
+
+        Returns:
+            Whose session it was, e.g. to close its open connections.
+
+        Raises:
+            CommandError: As :meth:`verify`.
+        """
+        identity = await self.verify(token)
+        await AuthSession.filter(id=identity.session_id, revoked_at__isnull=True).update(
+            revoked_at=self._at(0)
+        )
+        return identity
+
+    async def verify(self, token: str) -> Identity:
+        """Who ``token`` belongs to, if its signature, age and session are good.
+
+        Raises:
+            CommandError: ``TOKEN_EXPIRED`` for a genuine token that is too old,
+                ``UNAUTHORIZED`` for any other bad token or a revoked session.
+        """
+        claims = self.tokens.read(token)
+        session = await self._session(claims)
+        user = session.user
+        return Identity(user.id, user.username, self.role_of(user), str(session.id),
+                        claims.expires_at)
+
+    def role_of(self, user: User) -> str:
+        """The user's role, "admin" also for names listed in ``auth.admins``."""
+        return Role.ADMIN.value if user.username in self._admins else user.role
+
+    async def purge_sessions(self) -> int:
+        """Delete sessions past their expiry (revoked or not); returns how many."""
+        return await AuthSession.filter(expires_at__lt=self._at(0)).delete()
+
+    async def _session(self, claims: TokenClaims) -> AuthSession:
+        try:
+            session_id = uuid.UUID(claims.session_id)
+        except ValueError:
+            raise CommandError(ErrorCode.UNAUTHORIZED, "invalid token") from None
+        session = await AuthSession.get_or_none(id=session_id).select_related("user")
+        if session is None or session.user.id != claims.user_id:
+            raise CommandError(ErrorCode.UNAUTHORIZED, "invalid token")
+        if session.revoked_at is not None:
+            raise CommandError(ErrorCode.UNAUTHORIZED, "session revoked")
+        if session.expires_at.timestamp() <= self._clock():
+            raise CommandError(ErrorCode.TOKEN_EXPIRED, "session expired")
+        return session
+
+    def _at(self, seconds_from_now: float) -> datetime:
+        return datetime.fromtimestamp(self._clock() + seconds_from_now, tz=timezone.utc)
+
+    def _expires_in(self, expires_at: float) -> int:
+        return max(0, int(expires_at - self._clock()))
+
+
+def _taken() -> CommandError:
+    return CommandError(ErrorCode.CONFLICT, "username already taken",
+                        {"username": "already taken"})
+
+
+async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
+    """aiohttp cleanup context: store an :class:`Authenticator` in ``app[AUTH]``.
+
+    Runs after the database context; the secrets are read (or created) here.
+    """
+    settings = app[SETTINGS]
+    secrets = await asyncio.to_thread(load_secrets, settings)
+    auth = Authenticator(settings.auth, secrets)
+    await auth.passwords.prepare()
+    app[AUTH] = auth
+    yield

@@ -169,6 +169,7 @@ async def test_dead_peer_is_dropped_by_the_heartbeat(make_stagewire, tmp_path):
             break
         await asyncio.sleep(0.05)
     assert not node.connections, "a peer that does not answer pings must be dropped"
+    client.ws.transport.abort()
 
 
 async def test_app_level_pings_are_pushed(make_stagewire, tmp_path):

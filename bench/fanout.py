@@ -170,7 +170,8 @@ async def max_throughput(server: ServerProcess, publisher: RawWS, subs: list[Raw
         publisher.send_text(b"\n".join(frame))
         published += batch
         inflight.append(fut)
-        if len(inflight) >= 2:
+        # Keep about 100 publications in flight, whatever the frames hold.
+        if len(inflight) >= max(2, 100 // batch):
             await inflight.pop(0)
     for fut in inflight:
         await fut
@@ -217,7 +218,7 @@ async def latency(publisher: RawWS, subs: list[RawWS], rate: float, seconds: flo
     }
 
 
-async def run_one(n: int, seconds: float) -> dict:
+async def run_one(n: int, seconds: float, batch: int = 50) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         server = ServerProcess(tmp, free_port())
         await server.start()
@@ -233,7 +234,8 @@ async def run_one(n: int, seconds: float) -> dict:
                 "subscribers": n,
                 "connects_per_s": round(n / connect_time),
                 "rss_per_conn_kib": round((rss_after - rss_before) / n / 1024, 1),
-                "throughput": await max_throughput(server, publisher, subs, seconds),
+                "publish_batch": batch,
+                "throughput": await max_throughput(server, publisher, subs, seconds, batch),
                 "latency_20hz": await latency(publisher, subs, 20.0, min(seconds, 5.0)),
                 "closed_early": sum(1 for c in subs if c.closed.done()),
             }
@@ -249,7 +251,7 @@ async def main_async(args: argparse.Namespace) -> None:
     raise_nofile()
     results = []
     for n in args.subscribers:
-        result = await run_one(n, args.seconds)
+        result = await run_one(n, args.seconds, args.batch)
         results.append(result)
         print(json.dumps(result), flush=True)
     if args.output:
@@ -260,6 +262,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--subscribers", type=int, nargs="+", default=[100, 1000, 5000])
     parser.add_argument("--seconds", type=float, default=5.0, help="length of the max-throughput phase")
+    parser.add_argument("--batch", type=int, default=50,
+                        help="publish commands per frame from the publisher (1: one per frame)")
     parser.add_argument("--output", help="write the results as JSON here")
     args = parser.parse_args()
     try:

@@ -91,3 +91,17 @@ async def test_health_and_readiness(stagewire):
 async def test_unknown_api_path_is_a_json_404(stagewire):
     async with stagewire.http.get(f"{stagewire.url}/api/nope") as r:
         assert r.status == 404 and (await r.json())["error"]["code"] == 113
+
+
+async def test_the_console_page_is_served_at_the_root(make_stagewire, tmp_path):
+    from pathlib import Path
+
+    from tests.conftest import make_settings
+
+    static = Path(__file__).resolve().parents[2] / "static"
+    sw = await make_stagewire(make_settings(tmp_path, server={"static_dir": str(static)}))
+    async with sw.http.get(f"{sw.url}/") as r:
+        assert r.status == 200 and r.content_type == "text/html"
+        assert "Stagewire" in await r.text()
+    async with sw.http.get(f"{sw.url}/static/index.html") as r:
+        assert r.status == 200

@@ -125,8 +125,7 @@ class DurableLog:
         for attempt in range(MAX_ATTEMPTS):
             try:
                 rows = await self._number(batch)
-                async with in_transaction():
-                    await PublicationRecord.bulk_create(rows)
+                await _insert(rows)
                 break
             except IntegrityError:
                 # Another node numbered the same offsets first: renumber from the database.
@@ -161,26 +160,28 @@ class DurableLog:
             if not pending.future.done():
                 pending.future.set_result(position)
 
-    async def _number(self, batch: list[_Pending]) -> list[PublicationRecord]:
+    async def _number(self, batch: list[_Pending]) -> list[_Row]:
         rows = []
         next_position: dict[str, StreamPosition] = {}
+        created_at = datetime.now(timezone.utc)
         for pending in batch:
             position = next_position.get(pending.channel) or await self.position(pending.channel)
             position = StreamPosition(position.offset + 1, position.epoch)
             next_position[pending.channel] = position
             rows.append(
-                PublicationRecord(
+                _Row(
                     channel=pending.channel,
                     epoch=position.epoch,
                     seq=position.offset,
                     data=orjson.dumps(pending.data).decode(),
                     author=(pending.info or {}).get("user"),
                     idempotency_key=pending.idempotency_key,
+                    created_at=created_at,
                 )
             )
         return rows
 
-    async def _deliver(self, pending: _Pending, row: PublicationRecord) -> StreamPosition:
+    async def _deliver(self, pending: _Pending, row: _Row) -> StreamPosition:
         for _ in range(MAX_ATTEMPTS):
             try:
                 return await self._broker.publish(
@@ -242,6 +243,35 @@ class DurableLog:
         if row is None:
             return None
         return StreamPosition(row.seq, row.epoch, already=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    channel: str
+    epoch: str
+    seq: int
+    data: str
+    author: str | None
+    idempotency_key: str | None
+    created_at: datetime
+
+
+async def _insert(rows: list[_Row]) -> None:
+    """One multi-row insert in one transaction.
+
+    Rows go straight to the driver (``execute_many`` with Tortoise's own INSERT
+    statement and field conversions): building a model instance per row would
+    cost more than the database does.
+    """
+    meta = PublicationRecord._meta
+    async with in_transaction() as connection:
+        executor = connection.executor_class(model=PublicationRecord, db=connection)
+        fields = [meta.fields_map[meta.fields_db_projection_reverse[c]] for c in executor.regular_columns]
+        values = [
+            [field.to_db_value(getattr(row, field.model_field_name), PublicationRecord) for field in fields]
+            for row in rows
+        ]
+        await connection.execute_many(executor.insert_query, values)
 
 
 def _publication(row: PublicationRecord) -> Publication:

@@ -3,11 +3,17 @@
 ``connect`` is not here: it is the handshake, handled by ``server.websocket``
 before any of these can run. To add your own commands, write a module with
 ``Params`` models and async handler functions, and add its entries below.
+
+``AUTHORIZERS`` decides who may read the channels of ``subscribe = "custom"``
+namespaces: ``namespace → async (identity, channel) -> bool``.
 """
 
 from __future__ import annotations
 
+from typing import Mapping
+
 from handlers import channels, presence, session
+from server.channels import Authorizer
 from server.dispatch import Handler, HandlerTable
 
 HANDLERS: HandlerTable = {
@@ -20,3 +26,5 @@ HANDLERS: HandlerTable = {
     "presence": Handler(presence.PresenceParams, presence.presence),
     "presence_stats": Handler(presence.PresenceParams, presence.presence_stats),
 }
+
+AUTHORIZERS: Mapping[str, Authorizer] = {}

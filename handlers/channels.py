@@ -57,8 +57,7 @@ def publication(pub: Publication) -> dict[str, Any]:
 
 
 async def subscribe(ctx: Context, params: SubscribeParams) -> Reply:
-    ns = ctx.node.namespace(params.channel)
-    channels.check_subscribe(ctx.user, params.channel, ns)
+    await ctx.node.authorize_subscribe(ctx.user, params.channel)
     since = None
     if params.recover:
         assert params.offset is not None and params.epoch is not None
@@ -73,8 +72,7 @@ async def subscribe(ctx: Context, params: SubscribeParams) -> Reply:
 
 
 async def history(ctx: Context, params: HistoryParams) -> dict[str, Any]:
-    ns = ctx.node.namespace(params.channel)
-    channels.check_subscribe(ctx.user, params.channel, ns)
+    await ctx.node.authorize_subscribe(ctx.user, params.channel)
     since = StreamPosition(params.since.offset, params.since.epoch) if params.since else None
     pubs, top = await ctx.node.history(params.channel, since, params.limit, params.reverse)
     return {"publications": [publication(p) for p in pubs], "offset": top.offset, "epoch": top.epoch}

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Mapping
 
 from aiohttp import web
 
-from handlers import HANDLERS
+from handlers import AUTHORIZERS, HANDLERS
 from models.db import database_ctx
 from server.api import auth as auth_api
 from server.api import health, server_api
 from server.api.middleware import error_middleware
-from server.appkeys import HANDLER_TABLE, NODE, SETTINGS
+from server.appkeys import AUTHORIZER_TABLE, HANDLER_TABLE, NODE, SETTINGS
 from server.auth import auth_ctx
 from server.broker.base import Broker
+from server.channels import Authorizer
 from server.config import Settings
 from server.dispatch import HandlerTable
 from server.node import Node
@@ -60,7 +61,7 @@ def create_presence(settings: Settings, broker: Broker) -> PresenceStore:
 async def node_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     broker = create_broker(settings)
-    node = Node(settings, broker, create_presence(settings, broker))
+    node = Node(settings, broker, create_presence(settings, broker), app[AUTHORIZER_TABLE])
     await node.start()
     app[NODE] = node
     log.info("node %s started with the %s broker", node.id, app[SETTINGS].broker.backend)
@@ -74,10 +75,16 @@ async def close_websockets(app: web.Application) -> None:
         await app[NODE].shutdown(app[SETTINGS].server.shutdown_timeout)
 
 
-def create_app(settings: Settings, *, handlers: HandlerTable = HANDLERS) -> web.Application:
+def create_app(
+    settings: Settings,
+    *,
+    handlers: HandlerTable = HANDLERS,
+    authorizers: Mapping[str, Authorizer] = AUTHORIZERS,
+) -> web.Application:
     app = web.Application(client_max_size=MAX_REQUEST_BODY, middlewares=[error_middleware])
     app[SETTINGS] = settings
     app[HANDLER_TABLE] = handlers
+    app[AUTHORIZER_TABLE] = authorizers
     app.cleanup_ctx.extend([database_ctx, auth_ctx, node_ctx])
     app.on_shutdown.append(close_websockets)
     app.add_routes([web.get("/ws", websocket_handler)])

@@ -13,7 +13,10 @@ from aiohttp import web
 from server.config import Settings
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from server.auth import Authenticator
+    from server.channels import Authorizer
     from server.dispatch import HandlerTable
     from server.node import Node
 
@@ -21,3 +24,4 @@ SETTINGS = web.AppKey("settings", Settings)
 NODE: web.AppKey["Node"] = web.AppKey("node")
 AUTH: web.AppKey["Authenticator"] = web.AppKey("auth")
 HANDLER_TABLE: web.AppKey["HandlerTable"] = web.AppKey("handler_table")
+AUTHORIZER_TABLE: web.AppKey["Mapping[str, Authorizer]"] = web.AppKey("authorizer_table")

@@ -2,8 +2,9 @@
 
 A channel is named ``namespace:name``. Its namespace, declared in
 ``config.toml`` under ``[namespaces.<ns>]``, says who may subscribe
-(``authenticated``, ``owner`` — only the user whose username is ``name`` — or
-``admin``), who may publish (``client``: any authenticated user,
+(``authenticated``, ``owner`` — only the user whose username is ``name`` —,
+``admin``, or ``custom``: an application authorizer decides, see
+``handlers.AUTHORIZERS``), who may publish (``client``: any authenticated user,
 ``subscriber``: users subscribed to the channel, ``server``: only the server
 API), and whether join/leave pushes are sent. Pure functions, no I/O.
 """
@@ -11,7 +12,7 @@ API), and whether join/leave pushes are sent. Pure functions, no I/O.
 from __future__ import annotations
 
 import re
-from typing import Mapping, Protocol
+from typing import Awaitable, Callable, Mapping, Protocol
 
 from server.broker.base import HistoryOptions
 from server.config import NamespaceSettings
@@ -46,6 +47,22 @@ def namespace_of(channel: str, namespaces: Mapping[str, NamespaceSettings]) -> N
     if settings is None:
         raise CommandError(ErrorCode.UNKNOWN_CHANNEL, f"unknown namespace {ns!r}")
     return settings
+
+
+Authorizer = Callable[[Subject, str], Awaitable[bool]]
+"""An application's rule for a ``subscribe = "custom"`` namespace: may ``subject`` read ``channel``?"""
+
+
+async def authorize_subscribe(
+    subject: Subject, channel: str, ns: NamespaceSettings, authorizers: Mapping[str, Authorizer]
+) -> None:
+    """Subscribe (and history, presence) permission, custom namespaces included."""
+    if ns.subscribe == "custom":
+        authorizer = authorizers.get(ns.name)
+        if authorizer is None or not await authorizer(subject, channel):
+            raise CommandError(ErrorCode.PERMISSION_DENIED, f"not allowed to subscribe to {channel}")
+        return
+    check_subscribe(subject, channel, ns)
 
 
 def check_subscribe(subject: Subject, channel: str, ns: NamespaceSettings) -> None:

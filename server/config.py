@@ -95,7 +95,7 @@ class NamespaceSettings:
     """Rules of one channel namespace (the part of ``ns:name`` before the colon)."""
 
     name: str = ""
-    subscribe: str = "authenticated"  # authenticated | owner | admin
+    subscribe: str = "authenticated"  # authenticated | owner | admin | custom
     publish: str = "client"  # client | subscriber | server
     join_leave: bool = False
     history_size: int = 100
@@ -105,8 +105,8 @@ class NamespaceSettings:
     presence: bool = False
 
     def __post_init__(self) -> None:
-        if self.subscribe not in ("authenticated", "owner", "admin"):
-            raise ConfigError(f"namespaces.{self.name}.subscribe: authenticated, owner or admin")
+        if self.subscribe not in ("authenticated", "owner", "admin", "custom"):
+            raise ConfigError(f"namespaces.{self.name}.subscribe: authenticated, owner, admin or custom")
         if self.publish not in ("client", "subscriber", "server"):
             raise ConfigError(f"namespaces.{self.name}.publish: client, subscriber or server")
 

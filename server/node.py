@@ -14,7 +14,7 @@ import asyncio
 import logging
 import secrets
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Coroutine, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, Mapping, Sequence
 
 from server import channels, protocol
 from server.broker.base import Broker, BrokerUnavailable, Publication, StreamPosition
@@ -44,7 +44,13 @@ class Subscription:
 
 
 class Node:
-    def __init__(self, settings: Settings, broker: Broker, presence: PresenceStore) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        broker: Broker,
+        presence: PresenceStore,
+        authorizers: Mapping[str, channels.Authorizer] | None = None,
+    ) -> None:
         self.id = secrets.token_hex(6)
         self.settings = settings
         self.broker = broker
@@ -61,6 +67,8 @@ class Node:
             presence, broker, settings.namespaces, settings.broker.presence_ttl, self.spawn
         )
         self.shutting_down = False
+        self.authorizers: Mapping[str, channels.Authorizer] = authorizers or {}
+        self._control_listeners: dict[str, list[Callable[[dict[str, Any]], None]]] = {}
         self.stats = {"slow_disconnects": 0, "publications": 0, "deliveries": 0}
 
     # -- lifecycle ------------------------------------------------------------
@@ -131,6 +139,12 @@ class Node:
 
     def namespace(self, channel: str) -> NamespaceSettings:
         return channels.namespace_of(channel, self.settings.namespaces)
+
+    async def authorize_subscribe(self, identity: Identity, channel: str) -> NamespaceSettings:
+        """The channel's namespace, once ``identity`` may read it (subscribe, history, presence)."""
+        ns = self.namespace(channel)
+        await channels.authorize_subscribe(identity, channel, ns, self.authorizers)
+        return ns
 
     async def subscribe(
         self, conn: Connection, channel: str, recover_since: StreamPosition | None = None
@@ -257,6 +271,14 @@ class Node:
         """Disconnect every connection of one login session, on every node."""
         await self._control({"op": "disconnect", "session": session_id, "reason": reason})
 
+    def on_control_message(self, op: str, listener: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``listener`` for every control message ``op`` from any node (this one included)."""
+        self._control_listeners.setdefault(op, []).append(listener)
+
+    async def broadcast_control(self, op: str, payload: dict[str, Any]) -> None:
+        """Send an application control message to every node (e.g. to drop a cache)."""
+        await self._control({**payload, "op": op})
+
     async def _control(self, message: dict[str, Any]) -> None:
         try:
             await self.broker.publish_control(message)
@@ -276,8 +298,16 @@ class Node:
         self.hub.broadcast(channel, protocol.presence_push(kind, channel, info))
 
     def on_control(self, message: dict[str, Any]) -> None:
-        if message.get("op") != "disconnect":
-            log.warning("unknown control message %r", message.get("op"))
+        op = message.get("op")
+        if op != "disconnect":
+            listeners = self._control_listeners.get(op) if isinstance(op, str) else None
+            if not listeners:
+                log.warning("unknown control message %r", op)
+            for listener in listeners or ():
+                try:
+                    listener(message)
+                except Exception:
+                    log.exception("control listener for %s failed", op)
             return
         reason = str(message.get("reason") or "disconnected")
         if "session" in message:

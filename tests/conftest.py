@@ -118,8 +118,8 @@ async def make_stagewire(aiohttp_server) -> AsyncIterator[Callable[..., Awaitabl
     started: list[Stagewire] = []
     sessions: list[aiohttp.ClientSession] = []
 
-    async def start(settings: Settings) -> Stagewire:
-        server = await aiohttp_server(create_app(settings))
+    async def start(settings: Settings, **app_options: Any) -> Stagewire:
+        server = await aiohttp_server(create_app(settings, **app_options))
         http = aiohttp.ClientSession()
         sessions.append(http)
         sw = Stagewire(server, http)

@@ -194,3 +194,30 @@ async def test_nothing_is_left_behind_when_clients_go(stagewire):
     assert node._by_user == {} and node._by_session == {}
     for i in range(4):
         assert await node.presence.store.stats(f"chat:room{i}") == (0, 0)
+
+
+NASTY_FRAMES = [
+    '{"id": 1, "type": "publish", "channel": "chat:x", "data": 123456789012345678901234567890}',
+    "[" * 5000 + "]" * 5000,
+    '{"id": 2, "type": "publish", "channel": "chat:x", "data": ' + "[" * 3000 + "]" * 3000 + "}",
+    '{"id": 3, "type": "subscribe", "channel": "chat:\\u0000"}',
+    '{"id": 4, "type": "subscribe", "channel": "' + "a" * 10000 + ':b"}',
+    '{"id": 9007199254740992, "type": "ping"}',
+    '{"id": 5, "type": "publish", "channel": ["chat:x"], "data": 1}',
+    '{"id": 6, "type": "history", "channel": "chat:x", "since": {"offset": -1, "epoch": 5}}',
+    '{"id": 7, "type": "subscribe", "channel": "chat:x", "recover": "yes"}',
+    '{"id": 8, "type": "refresh", "token": null}',
+    "\ufeff{}",
+    "null",
+]
+
+
+async def test_nasty_input_never_breaks_the_connection(stagewire):
+    client = await stagewire.client("alice")
+    for frame in NASTY_FRAMES:
+        await client.send_raw(frame)
+        assert await client.result("ping") == {}, frame
+    # Every nasty frame got an answer: a result, or a coded error (reply or push).
+    answers = [m for m in client._inbox if m.get("type") != "ping"]
+    assert len(answers) == len(NASTY_FRAMES), answers
+    assert all("result" in m or isinstance(m.get("error", {}).get("code"), int) for m in answers), answers

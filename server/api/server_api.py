@@ -1,8 +1,10 @@
 """The server HTTP API, for backends and dashboards.
 
-Authenticated with an API key from ``[api] keys`` in the
-``Authorization: Bearer <key>`` header, compared in constant time. Publishing
-here ignores the namespace's client publish rule: the server may always publish.
+Authenticated with an API key in the ``Authorization: Bearer <key>`` header:
+one of ``[api] keys`` (compared in constant time), or a database key made with
+``stagewire apikey create`` that is not revoked (found by its SHA-256, which
+is compared in constant time too). Publishing here ignores the namespace's
+client publish rule: the server may always publish.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any, Awaitable, Callable
 import pydantic
 from aiohttp import web
 
+from models.apikey import ApiKey, key_hash
 from server import protocol
 from server.api import common
 from server.appkeys import NODE, SETTINGS
@@ -50,15 +53,26 @@ def key_matches(presented: str, keys: tuple[str, ...]) -> bool:
     return found
 
 
+async def stored_key_matches(presented: str) -> bool:
+    """Whether ``presented`` is a database key that has not been revoked."""
+    digest = key_hash(presented)
+    row = await ApiKey.get_or_none(key_hash=digest, revoked_at__isnull=True)
+    # Decided here, exactly and in constant time, not by the database's string
+    # comparison (collations may fold case or ignore trailing spaces).
+    return row is not None and hmac.compare_digest(row.key_hash, digest)
+
+
 def api_key_required(handler: Handler) -> Handler:
-    """Refuse (401) a request without one of the configured API keys; JSON errors."""
+    """Refuse (401) a request without a configured or stored API key; JSON errors."""
 
     @common.json_handler
     async def wrapper(request: web.Request) -> web.StreamResponse:
         keys = request.app[SETTINGS].api.keys
-        if not keys:
-            raise CommandError(ErrorCode.UNAUTHORIZED, "no API keys configured: set [api] keys")
-        if not key_matches(common.bearer_token(request), keys):
+        presented = common.bearer_token(request)
+        if not key_matches(presented, keys) and not await stored_key_matches(presented):
+            if not keys and not await ApiKey.filter(revoked_at__isnull=True).exists():
+                raise CommandError(ErrorCode.UNAUTHORIZED,
+                                   "no API keys: set [api] keys or run stagewire apikey create")
             raise CommandError(ErrorCode.UNAUTHORIZED, "invalid API key")
         return await handler(request)
 

@@ -5,10 +5,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test install bench clean
 
-$(STAMP): pyproject.toml
+# Reinstalled whenever either project's metadata changes (the client is a
+# separate distribution in client/, installed editable beside the server).
+$(STAMP): pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e ./client -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)

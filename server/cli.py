@@ -1,4 +1,16 @@
-"""The ``stagewire`` command line."""
+"""The ``stagewire`` command line.
+
+    serve     run the server                                here
+    migrate   apply database migrations                     here
+    user      create | list | set-role, on the database     server/cli_admin.py
+    apikey    create | list | revoke, on the database       server/cli_admin.py
+    publish   publish through the server HTTP API           server/cli_client.py
+    tail      print a channel's live publications           server/cli_client.py
+    bench     run a load scenario from bench/               server/cli_bench.py
+
+Each module adds its subcommands with ``add_commands(subparsers)``; a command
+is a ``func(settings, args) -> exit status``.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +20,13 @@ import logging
 import sys
 from typing import Sequence
 
+from server import cli_admin, cli_bench, cli_client
 from server.config import ConfigError, Settings, load_settings
 
 log = logging.getLogger("stagewire")
+
+#: Modules adding the subcommands after serve and migrate, in --help order.
+COMMAND_MODULES = (cli_admin, cli_client, cli_bench)
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -62,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="apply database migrations")
     migrate.add_argument("--config", dest="config_sub", help="path to config.toml")
     migrate.set_defaults(func=_migrate)
+    for module in COMMAND_MODULES:
+        module.add_commands(sub)
     return parser
 
 

@@ -16,16 +16,19 @@ from aiohttp import web
 from handlers import AUTHORIZERS, HANDLERS
 from models.db import database_ctx
 from server.api import auth as auth_api
-from server.api import health, server_api
+from server.api import health, metrics, server_api
 from server.api.middleware import error_middleware
-from server.appkeys import AUTHORIZER_TABLE, HANDLER_TABLE, NODE, SETTINGS
+from server.appkeys import AUTHORIZER_TABLE, HANDLER_TABLE, METRICS, NODE, SETTINGS
 from server.auth import auth_ctx
 from server.broker.base import Broker
 from server.channels import Authorizer
 from server.config import Settings
 from server.dispatch import HandlerTable
+from server.logs import request_log_middleware
+from server.metrics import create_registry
 from server.node import Node
 from server.presence.base import PresenceStore
+from server.stats import stats_ctx
 from server.websocket import websocket_handler
 
 log = logging.getLogger("stagewire.app")
@@ -81,16 +84,18 @@ def create_app(
     handlers: HandlerTable = HANDLERS,
     authorizers: Mapping[str, Authorizer] = AUTHORIZERS,
 ) -> web.Application:
-    app = web.Application(client_max_size=MAX_REQUEST_BODY, middlewares=[error_middleware])
+    app = web.Application(client_max_size=MAX_REQUEST_BODY, middlewares=[request_log_middleware, error_middleware])
     app[SETTINGS] = settings
     app[HANDLER_TABLE] = handlers
     app[AUTHORIZER_TABLE] = authorizers
-    app.cleanup_ctx.extend([database_ctx, auth_ctx, node_ctx])
+    app[METRICS] = create_registry(lambda: app.get(NODE))
+    app.cleanup_ctx.extend([database_ctx, auth_ctx, node_ctx, stats_ctx])
     app.on_shutdown.append(close_websockets)
     app.add_routes([web.get("/ws", websocket_handler)])
     app.add_routes(health.routes)
     app.add_routes(auth_api.routes)
     app.add_routes(server_api.routes)
+    app.add_routes(metrics.routes)
     _add_static(app, settings.path(settings.server.static_dir))
     return app
 
@@ -105,4 +110,11 @@ def _add_static(app: web.Application, static_dir: Path) -> None:
             return web.FileResponse(index)
         raise web.HTTPNotFound()
 
-    app.add_routes([web.get("/", index_page), web.static("/static", static_dir)])
+    async def dashboard_page(request: web.Request) -> web.StreamResponse:
+        if (static_dir / "dashboard.html").exists():
+            return web.FileResponse(static_dir / "dashboard.html")
+        raise web.HTTPNotFound()
+
+    app.add_routes([
+        web.get("/", index_page), web.get("/dashboard", dashboard_page), web.static("/static", static_dir),
+    ])

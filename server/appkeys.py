@@ -15,6 +15,8 @@ from server.config import Settings
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from prometheus_client import CollectorRegistry
+
     from server.auth import Authenticator
     from server.channels import Authorizer
     from server.dispatch import HandlerTable
@@ -25,3 +27,4 @@ NODE: web.AppKey["Node"] = web.AppKey("node")
 AUTH: web.AppKey["Authenticator"] = web.AppKey("auth")
 HANDLER_TABLE: web.AppKey["HandlerTable"] = web.AppKey("handler_table")
 AUTHORIZER_TABLE: web.AppKey["Mapping[str, Authorizer]"] = web.AppKey("authorizer_table")
+METRICS: web.AppKey["CollectorRegistry"] = web.AppKey("metrics")

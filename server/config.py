@@ -35,6 +35,13 @@ class ServerSettings:
     static_dir: str = "static"
     workers: int = 1
     use_uvloop: bool = True
+    log_format: str = "json"  # json | text (stagewire serve)
+    stats_channel: str = "ops:stats"  # "" for none; see server/stats.py
+    stats_interval: float = 1.0  # seconds; 0 for none
+
+    def __post_init__(self) -> None:
+        if self.log_format not in ("json", "text"):
+            raise ConfigError("server.log_format: json or text")
 
 
 @dataclass(frozen=True)

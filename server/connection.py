@@ -79,10 +79,12 @@ class Connection:
 
     def send(self, message: Mapping[str, Any]) -> None:
         """Encode and queue one message for this client."""
+        self.node.stats["messages_out"] += 1
         self.writer.enqueue(protocol.encode(message, self.encoding))
 
     def send_encoded(self, payload: bytes) -> None:
         """Queue a message already encoded in this connection's encoding."""
+        self.node.stats["messages_out"] += 1
         self.writer.enqueue(payload)
 
     # -- identity -----------------------------------------------------------

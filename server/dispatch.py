@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generic, Mapping, Ty
 
 import pydantic
 
-from server import protocol
+from server import logs, protocol
 from server.errors import CommandError, Disconnect, ErrorCode, ProtocolError, StagewireError
 
 if TYPE_CHECKING:
@@ -102,13 +102,19 @@ async def dispatch_frame(ctx: Context, data: str | bytes, table: HandlerTable) -
 async def run_command(ctx: Context, command: protocol.Command, table: HandlerTable) -> None:
     """Run one command and queue its reply; never raises but :class:`Disconnect`."""
     after = None
+    stats = ctx.node.stats
+    stats["commands"] += 1
+    # Lines logged while the command runs carry "<conn>/<command id>" as their request id.
+    request = logs.request_id.set(f"{ctx.conn.id}/{command.id}")
     try:
         reply = await _call(ctx, command, table)
     except Disconnect:
         raise
     except StagewireError as exc:
+        stats["command_errors"] += 1
         reply = protocol.error_reply(command.id, exc)
     except Exception:
+        stats["command_errors"] += 1
         log.exception("command %s failed", command.type)
         reply = protocol.error_reply(command.id, protocol.internal_error())
     else:
@@ -116,6 +122,8 @@ async def run_command(ctx: Context, command: protocol.Command, table: HandlerTab
             reply, after = protocol.reply(command.id, reply.result), reply.after
         else:
             reply = protocol.reply(command.id, reply)
+    finally:
+        logs.request_id.reset(request)
     ctx.conn.send(reply)
     if after is not None:
         after()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Coroutine, Mapping, Sequence
 
@@ -23,6 +24,7 @@ from server.connection import Connection, State
 from server.durable import DurableLog
 from server.errors import CloseCode, CommandError, ErrorCode
 from server.hub import Hub
+from server.metrics import LatencyHistogram
 from server.presence.base import PresenceStore
 from server.presence.tracker import PresenceTracker
 from server.writer import FlushScheduler
@@ -69,7 +71,13 @@ class Node:
         self.shutting_down = False
         self.authorizers: Mapping[str, channels.Authorizer] = authorizers or {}
         self._control_listeners: dict[str, list[Callable[[dict[str, Any]], None]]] = {}
-        self.stats = {"slow_disconnects": 0, "publications": 0, "deliveries": 0}
+        # Plain counters, read by /metrics and the stats publisher (server/metrics.py,
+        # server/stats.py). Deliveries are added once per publication, not per subscriber.
+        self.stats = {
+            "slow_disconnects": 0, "publications": 0, "deliveries": 0, "connections_accepted": 0,
+            "commands": 0, "command_errors": 0, "messages_out": 0,
+        }
+        self.publish_latency = LatencyHistogram()
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -111,6 +119,7 @@ class Node:
 
     def register(self, conn: Connection) -> None:
         self.connections[conn.id] = conn
+        self.stats["connections_accepted"] += 1
 
     def set_identity(self, conn: Connection, identity: Identity) -> None:
         """Give a connection its identity (on connect or refresh) and index it by user and session."""
@@ -131,6 +140,10 @@ class Node:
             _discard(self._by_user, identity.username, conn)
             _discard(self._by_session, identity.session_id, conn)
         self.presence.leave_all(conn, self.hub.remove_connection(conn))
+
+    def user_count(self) -> int:
+        """Distinct users with a connection on this node."""
+        return len(self._by_user)
 
     def count_slow(self) -> None:
         self.stats["slow_disconnects"] += 1
@@ -239,14 +252,18 @@ class Node:
         """Publish through the broker (durable namespaces: stored first); never a silent drop."""
         ns = self.namespace(channel)
         history = channels.history_options(ns)
+        started = time.perf_counter()
         try:
             if ns.persist:
-                return await self.durable.publish(channel, data, info, history, idempotency_key)
-            return await self.broker.publish(
-                channel, data, info=info, history=history, idempotency_key=idempotency_key
-            )
+                position = await self.durable.publish(channel, data, info, history, idempotency_key)
+            else:
+                position = await self.broker.publish(
+                    channel, data, info=info, history=history, idempotency_key=idempotency_key
+                )
         except BrokerUnavailable:
             raise CommandError(ErrorCode.UNAVAILABLE, "broker temporarily unavailable") from None
+        self.publish_latency.observe(time.perf_counter() - started)
+        return position
 
     async def presence_of(self, channel: str) -> dict[str, int]:
         """Users present in ``channel`` across the cluster, with their connection counts."""
@@ -291,11 +308,14 @@ class Node:
 
     def on_publication(self, pub: Publication) -> None:
         message = protocol.pub_push(pub.channel, pub.offset, pub.data, pub.info)
-        self.stats["publications"] += 1
-        self.stats["deliveries"] += self.hub.broadcast(pub.channel, message)
+        stats = self.stats
+        delivered = self.hub.broadcast(pub.channel, message)
+        stats["publications"] += 1
+        stats["deliveries"] += delivered
+        stats["messages_out"] += delivered
 
     def on_presence(self, kind: str, channel: str, info: dict[str, Any]) -> None:
-        self.hub.broadcast(channel, protocol.presence_push(kind, channel, info))
+        self.stats["messages_out"] += self.hub.broadcast(channel, protocol.presence_push(kind, channel, info))
 
     def on_control(self, message: dict[str, Any]) -> None:
         op = message.get("op")

@@ -18,6 +18,7 @@ import time
 from typing import Sequence
 
 from server.config import Settings
+from server.logs import configure_logging
 
 log = logging.getLogger("stagewire")
 
@@ -46,6 +47,7 @@ def serve(settings: Settings, *, reuse_port: bool = False) -> None:
 
     from server.app import create_app
 
+    configure_logging(settings.server.log_format)
     if settings.server.use_uvloop:
         try:
             import uvloop
@@ -79,6 +81,8 @@ def serve_workers(settings: Settings, workers: int, worker_argv: Sequence[str]) 
             "an island (set [broker] backend = \"redis\" or STAGEWIRE_BROKER__BACKEND=redis)"
         )
     from models.db import close_db, init_db
+
+    configure_logging(settings.server.log_format)
 
     async def migrate() -> None:
         # Once here, so that the workers do not race to apply the same migration.

@@ -13,7 +13,7 @@ import time
 import pydantic
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from server import protocol
+from server import logs, protocol
 from server.appkeys import AUTH, HANDLER_TABLE, NODE, SETTINGS
 from server.connection import Connection
 from server.dispatch import Context, HandlerTable, Params, dispatch_frame, run_command, validation_error
@@ -80,11 +80,16 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         return ws
     conn = Connection(node, ws, transport, protocol.encoding_for(ws.ws_protocol), request.remote)
     ws.connection = conn
+    # Every line logged by this task (commands, handlers) now names the connection.
+    logs.conn_id.set(conn.id)
+    started = time.monotonic()
     ctx = Context(conn, node, request.app[AUTH])
     table = request.app[HANDLER_TABLE]
     node.register(conn)
     try:
+        http_request = logs.request_id.get()
         await _handshake(ctx, ws, settings.client.connect_timeout, table)
+        logs.request_id.set(http_request)
         async for msg in ws:
             if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
                 await dispatch_frame(ctx, msg.data, table)
@@ -105,6 +110,10 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         finally:
             if not conn.finished.done():
                 conn.finished.set_result(None)
+            log.info("connection closed", extra={
+                "code": ws.close_code, "seconds": round(time.monotonic() - started, 3),
+                "user": conn.identity.username if conn.identity else None,
+            })
     return ws
 
 
@@ -118,10 +127,12 @@ async def _handshake(ctx: Context, ws: _WebSocket, timeout: float, table: Handle
     if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
         raise Disconnect(CloseCode.NORMAL, "closed before connect")
     command_id = None
+    ctx.node.stats["commands"] += 1
     try:
         messages = protocol.decode_frame(msg.data, conn.encoding)
         command = protocol.parse_command(messages[0])
         command_id = command.id
+        logs.request_id.set(f"{conn.id}/{command_id}")
         if command.type != "connect":
             raise CommandError(ErrorCode.UNAUTHORIZED, "the first command must be connect")
         try:
@@ -132,6 +143,8 @@ async def _handshake(ctx: Context, ws: _WebSocket, timeout: float, table: Handle
     except StagewireError as exc:
         if isinstance(exc, ProtocolError) and exc.command_id is not None:
             command_id = exc.command_id
+        ctx.node.stats["command_errors"] += 1
+        log.info("connect refused: %s", exc.message, extra={"error": int(exc.code), "remote": conn.remote})
         conn.send(protocol.error_reply(command_id, exc))
         if exc.code is ErrorCode.TOKEN_EXPIRED:
             raise Disconnect(CloseCode.TOKEN_EXPIRED, "token expired") from None
@@ -139,6 +152,9 @@ async def _handshake(ctx: Context, ws: _WebSocket, timeout: float, table: Handle
             raise Disconnect(CloseCode.UNAUTHORIZED, exc.message) from None
         raise Disconnect(CloseCode.BAD_REQUEST, exc.message) from None
     ctx.node.set_identity(conn, identity)
+    log.info("connected", extra={
+        "user": identity.username, "encoding": conn.encoding.value, "remote": conn.remote,
+    })
     conn.send(
         protocol.reply(
             command.id,

@@ -97,6 +97,11 @@ class RedisBroker:
     def healthy(self) -> bool:
         return bool(self._shards) and all(shard.healthy for shard in self._shards)
 
+    @property
+    def reconnects(self) -> int:
+        """Pub/sub connections re-established after a loss, over all shards (for /metrics)."""
+        return sum(shard.reconnects for shard in self._shards)
+
     async def start(self, handler: BrokerHandler) -> None:
         """Connect and subscribe to the control channel.
 

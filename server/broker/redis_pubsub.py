@@ -105,6 +105,8 @@ class PubSubShard:
         self._task: asyncio.Task[None] | None = None
         self.healthy = False
         self.settled = asyncio.Event()  # set once the first connection attempt is over
+        self.reconnects = 0  # times healthy again after having been healthy (for /metrics)
+        self._was_healthy = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"redis-pubsub-{self._label}")
@@ -265,6 +267,9 @@ class PubSubShard:
                 self._on_gap(gap)
             except Exception:
                 log.exception("Redis pub/sub %s: on_gap failed", self._label)
+        if self._was_healthy:
+            self.reconnects += 1
+        self._was_healthy = True
         self.healthy = True
         self.settled.set()
 

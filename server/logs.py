@@ -1,0 +1,132 @@
+"""Logging: one JSON object per line, tagged with the connection and request ids.
+
+``stagewire serve`` calls :func:`configure_logging` with ``[server] log_format``
+(``json`` by default, ``text`` for people at a terminal). Two context variables
+tag every record logged while they are set:
+
+* ``conn``: the WebSocket connection id, set by the ``/ws`` handler for the
+  whole life of its task (so every line a command or handler logs carries it);
+* ``request``: the HTTP request id (``X-Request-Id`` in the response), or
+  ``<conn>/<command id>`` while a WebSocket command runs.
+
+Other fields come from ``extra=``: ``log.info("login", extra={"user": name})``.
+Nothing logs a token, a password or an ``Authorization`` header: the HTTP
+line has the path without its query string, the status and the duration.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import secrets
+import sys
+import time
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+conn_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("stagewire_conn", default=None)
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("stagewire_request", default=None)
+
+http_log = logging.getLogger("stagewire.http")
+_QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+#: Attributes every LogRecord has; anything else on a record came from ``extra=``.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
+class ContextFilter(logging.Filter):
+    """Copies the context's connection and request ids onto each record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "conn"):
+            record.conn = conn_id.get()
+        if not hasattr(record, "request"):
+            record.request = request_id.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """``{"time", "level", "logger", "message", "conn"?, "request"?, extras..., "exc"?}``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and value is not None and not key.startswith("_"):
+                out[key] = value
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        elif record.stack_info:
+            out["stack"] = self.formatStack(record.stack_info)
+        return orjson.dumps(out, default=str).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """The classic line, with ``[conn request]`` when they are set."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s%(ids)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        ids = " ".join(str(v) for v in (getattr(record, "conn", None), getattr(record, "request", None)) if v)
+        record.ids = f" [{ids}]" if ids else ""
+        return super().format(record)
+
+
+def configure_logging(log_format: str = "json", level: int = logging.INFO) -> None:
+    """Send every record to stderr, one line each, in ``log_format`` (json or text)."""
+    if log_format not in ("json", "text"):
+        raise ValueError(f"log_format must be json or text, not {log_format!r}")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    handler.addFilter(ContextFilter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+def new_request_id() -> str:
+    return secrets.token_hex(6)
+
+
+@web.middleware
+async def request_log_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Give each HTTP request an id (``X-Request-Id``) and log one line when it is answered.
+
+    ``/ws`` is logged by the WebSocket handler instead (a connection is not a request).
+    """
+    rid = new_request_id()
+    token = request_id.set(rid)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        if not response.prepared:
+            response.headers["X-Request-Id"] = rid
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        exc.headers["X-Request-Id"] = rid
+        raise
+    finally:
+        if request.path != "/ws" or status >= 400:
+            # Probes and scrapes come every few seconds: keep them out of the INFO stream.
+            level = logging.DEBUG if request.path in _QUIET_PATHS and status < 400 else logging.INFO
+            http_log.log(
+                level, "%s %s %d", request.method, request.path, status,
+                extra={"status": status, "ms": round((time.perf_counter() - started) * 1000, 2),
+                       "remote": request.remote},
+            )
+        request_id.reset(token)

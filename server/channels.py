@@ -12,7 +12,7 @@ API), and whether join/leave pushes are sent. Pure functions, no I/O.
 from __future__ import annotations
 
 import re
-from typing import Awaitable, Callable, Mapping, Protocol
+from typing import Any, Awaitable, Callable, Mapping, Protocol, runtime_checkable
 
 from server.broker.base import HistoryOptions
 from server.config import NamespaceSettings
@@ -51,6 +51,22 @@ def namespace_of(channel: str, namespaces: Mapping[str, NamespaceSettings]) -> N
 
 Authorizer = Callable[[Subject, str], Awaitable[bool]]
 """An application's rule for a ``subscribe = "custom"`` namespace: may ``subject`` read ``channel``?"""
+
+
+@runtime_checkable
+class NodeAuthorizer(Protocol):
+    """An authorizer that keeps state per node, such as a cache that control messages invalidate.
+
+    The node calls ``bind(node)`` once, when it is created, and from then on
+    asks the :data:`Authorizer` it returned. Plain functions need no binding.
+    """
+
+    def bind(self, node: Any) -> Authorizer: ...
+
+
+def bind_authorizers(authorizers: Mapping[str, Authorizer], node: Any) -> dict[str, Authorizer]:
+    """The node's own authorizer table: each :class:`NodeAuthorizer` bound to ``node``."""
+    return {ns: a.bind(node) if isinstance(a, NodeAuthorizer) else a for ns, a in authorizers.items()}
 
 
 async def authorize_subscribe(

@@ -69,8 +69,9 @@ class Node:
             presence, broker, settings.namespaces, settings.broker.presence_ttl, self.spawn
         )
         self.shutting_down = False
-        self.authorizers: Mapping[str, channels.Authorizer] = authorizers or {}
         self._control_listeners: dict[str, list[Callable[[dict[str, Any]], None]]] = {}
+        # After the listeners: a bound authorizer may listen to control messages.
+        self.authorizers: Mapping[str, channels.Authorizer] = channels.bind_authorizers(authorizers or {}, self)
         # Plain counters, read by /metrics and the stats publisher (server/metrics.py,
         # server/stats.py). Deliveries are added once per publication, not per subscriber.
         self.stats = {

@@ -13,6 +13,8 @@ from __future__ import annotations
 from typing import Mapping
 
 from handlers import channels, presence, session
+from handlers.rooms import commands as rooms_commands
+from handlers.rooms.membership import MembersOnly
 from server.channels import Authorizer
 from server.dispatch import Handler, HandlerTable
 
@@ -25,6 +27,12 @@ HANDLERS: HandlerTable = {
     "history": Handler(channels.HistoryParams, channels.history),
     "presence": Handler(presence.PresenceParams, presence.presence),
     "presence_stats": Handler(presence.PresenceParams, presence.presence_stats),
+    # The rooms application (handlers/rooms): rooms.*, messages.*, typing, read.
+    **rooms_commands.HANDLERS,
 }
 
-AUTHORIZERS: Mapping[str, Authorizer] = {}
+AUTHORIZERS: Mapping[str, Authorizer] = {
+    # Room channels: members only, cached per node (handlers/rooms/membership.py).
+    "room": MembersOnly("room"),
+    "typing": MembersOnly("typing"),
+}

@@ -41,7 +41,7 @@ CONNECTION = "default"
 MIGRATIONS_MODULE = "models.migrations"
 
 #: Modules holding the app's models: add a module here when you add one.
-MODEL_MODULES: tuple[str, ...] = ("models.user", "models.publication", "models.apikey")
+MODEL_MODULES: tuple[str, ...] = ("models.user", "models.publication", "models.apikey", "models.rooms")
 
 
 def database_url(settings: Settings) -> str:

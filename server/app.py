@@ -16,7 +16,7 @@ from aiohttp import web
 from handlers import AUTHORIZERS, HANDLERS
 from models.db import database_ctx
 from server.api import auth as auth_api
-from server.api import health, metrics, server_api
+from server.api import health, metrics, openapi, rooms, server_api
 from server.api.middleware import error_middleware
 from server.appkeys import AUTHORIZER_TABLE, HANDLER_TABLE, METRICS, NODE, SETTINGS
 from server.auth import auth_ctx
@@ -96,6 +96,8 @@ def create_app(
     app.add_routes(auth_api.routes)
     app.add_routes(server_api.routes)
     app.add_routes(metrics.routes)
+    app.add_routes(rooms.routes)
+    app.add_routes(openapi.routes)
     _add_static(app, settings.path(settings.server.static_dir))
     return app
 

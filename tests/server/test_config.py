@@ -67,6 +67,7 @@ def test_config_toml_documents_every_setting():
     sections = {
         "server": config.ServerSettings, "client": config.ClientSettings, "auth": config.AuthSettings,
         "database": config.DatabaseSettings, "broker": config.BrokerSettings, "api": config.ApiSettings,
+        "rooms": config.RoomsSettings,
     }
     for name, cls in sections.items():
         missing = {f.name for f in dataclasses.fields(cls)} - set(raw[name])

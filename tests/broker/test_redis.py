@@ -308,7 +308,10 @@ async def test_lost_position_drops_the_old_history(make_broker, redis_url, prefi
 
 
 async def test_offsets_are_atomic_across_three_nodes(make_broker, channel):
-    nodes = [(await make_broker(handler), handler) for handler in (RecordingHandler() for _ in range(3))]
+    # 500 publishes queue per node for 50 connections: on a loaded machine that
+    # wait can pass the default 1.5 s timeout, which is not what this test is about.
+    nodes = [(await make_broker(handler, socket_timeout=15.0), handler)
+             for handler in (RecordingHandler() for _ in range(3))]
     for broker, _ in nodes:
         await broker.subscribe(channel)
     count = 1500

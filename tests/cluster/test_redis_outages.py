@@ -1,0 +1,142 @@
+"""Server processes when Redis connections die, Redis goes away, or a server is killed."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from urllib.parse import urlsplit
+
+import pytest
+from redis.asyncio import Redis
+
+from tests.broker.test_redis import RedisProxy
+from tests.cluster.conftest import PRESENCE_TTL, channel_name
+
+pytestmark = pytest.mark.redis
+
+
+async def kill_connections(redis: Redis, name: str) -> list[dict]:
+    """CLIENT KILL every connection named ``name`` in CLIENT LIST; the ones killed."""
+    ours = [c for c in await redis.client_list() if c["name"] == name]
+    for c in ours:
+        await redis.client_kill_filter(_id=c["id"])
+    return ours
+
+
+async def test_killed_redis_connections_make_subscribers_recover_without_a_restart(cluster, redis):
+    a, b = await cluster.pair()
+    channel = channel_name("kill")
+    subscriber = await a.client("sub")
+    epoch = (await subscriber.result("subscribe", channel=channel))["epoch"]
+    publisher = await b.client("pub")
+    published: list[int] = []
+    failed: list[dict] = []
+
+    async def publish(count: int) -> None:
+        for i in range(count):
+            reply = await publisher.call("publish", channel=channel, data=i)
+            if "result" in reply:
+                published.append(reply["result"]["offset"])
+            else:
+                failed.append(reply["error"])
+            await asyncio.sleep(0.005)
+
+    task = asyncio.create_task(publish(300))
+    received: list[int] = []
+    while len(received) < 50:
+        received.append((await subscriber.recv_push("pub", channel=channel))["offset"])
+
+    killed = await kill_connections(redis, f"stagewire-{cluster.prefix}")
+    # At least both servers' control channel connections (flag P: subscribed), and command connections.
+    assert sum("P" in c["flags"] for c in killed) >= 2 and len(killed) > 2
+
+    while True:  # what arrived before the node noticed, then the disconnect
+        message = await subscriber.recv()
+        if message.get("type") == "pub":
+            received.append(message["offset"])
+        elif message.get("type") == "disconnect":
+            break
+    assert message["code"] == 4005 and message["reconnect"] is True
+    await asyncio.wait_for(subscriber.ws.wait_closed(), 5)
+    assert subscriber.ws.close_code == 4005
+    assert received == list(range(1, len(received) + 1))  # no gap up to there
+    await asyncio.wait_for(task, 20)
+    assert all(error["code"] == 112 for error in failed), failed  # a publish cut off is reported
+
+    again = await a.client("sub")
+    recovery = await again.result("subscribe", channel=channel, recover=True, offset=received[-1], epoch=epoch)
+    assert recovery["recovered"] is True and recovery["epoch"] == epoch
+    top = recovery["offset"]
+    assert [p["offset"] for p in recovery["publications"]] == list(range(received[-1] + 1, top + 1))
+    assert set(published) <= set(range(1, top + 1)) and top <= 300
+
+    after = await publisher.result("publish", channel=channel, data="after")  # live again, from B to A
+    assert after["offset"] == top + 1
+    assert (await again.recv_push("pub", channel=channel, data="after"))["offset"] == top + 1
+    assert a.proc.returncode is None and b.proc.returncode is None
+
+
+async def test_publish_while_redis_is_unreachable_fails_with_112(cluster, redis_url):
+    parts = urlsplit(redis_url)
+    proxy = RedisProxy((parts.hostname or "127.0.0.1", parts.port or 6379))
+    await proxy.start()
+    try:
+        server = await cluster.start(env={
+            "STAGEWIRE_BROKER__REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0",
+            "STAGEWIRE_BROKER__SOCKET_TIMEOUT": "0.5",
+        })
+        channel = channel_name("outage")
+        subscriber = await server.client("sub")
+        await subscriber.result("subscribe", channel=channel)
+        publisher = await server.client("pub")
+        before = await publisher.result("publish", channel=channel, data="before")
+        await subscriber.recv_push("pub", channel=channel, data="before")
+
+        await proxy.stop()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        error = await publisher.assert_error(112, "publish", channel=channel, data="lost")
+        assert error["temporary"] is True
+        status, body = await server.api("POST", "/api/publish", {"channel": channel, "data": "lost"})
+        assert status == 503 and body["error"]["code"] == 112
+        assert loop.time() - started < 3.0
+
+        await proxy.start()  # Redis is back on the same port
+        push, code = await subscriber.recv_disconnect(timeout=10)
+        assert code == push["code"] == 4005 and push["reconnect"] is True
+        again = await server.client("sub")
+        recovery = await again.result("subscribe", channel=channel, recover=True,
+                                      offset=before["offset"], epoch=before["epoch"])
+        # The refused publications were not made: nothing to recover, no offset used.
+        assert recovery["recovered"] is True and recovery["publications"] == []
+        assert recovery["offset"] == before["offset"]
+        after = await publisher.result("publish", channel=channel, data="after")
+        assert after["offset"] == before["offset"] + 1
+        await again.recv_push("pub", channel=channel, data="after")
+    finally:
+        await proxy.stop()
+
+
+async def test_a_killed_servers_users_leave_within_the_presence_ttl(cluster):
+    a, b = await cluster.pair()
+    channel = channel_name("sigkill")
+    watcher = await a.client("watcher")
+    await watcher.result("subscribe", channel=channel)
+    await (await a.client("carol")).result("subscribe", channel=channel)
+    for user in ("carol", "bob", "alice"):
+        await (await b.client(user)).result("subscribe", channel=channel)
+    joins = {(await watcher.recv_push("join", channel=channel))["info"]["user"] for _ in range(4)}
+    assert joins == {"watcher", "carol", "bob", "alice"}
+
+    b.send_signal(signal.SIGKILL)
+    await b.wait()
+    loop = asyncio.get_running_loop()
+    killed_at = loop.time()
+    left = {(await watcher.recv_push("leave", channel=channel, timeout=3 * PRESENCE_TTL))["info"]["user"]
+            for _ in range(2)}
+    # Entries were refreshed at most ttl/3 before the kill; a sweep runs every ttl/3.
+    assert loop.time() - killed_at < PRESENCE_TTL + PRESENCE_TTL / 3 + 1.5
+    assert left == {"alice", "bob"}
+    users = await watcher.result("presence", channel=channel)
+    assert users == {"users": [{"user": "carol", "connections": 1}, {"user": "watcher", "connections": 1}]}
+    await watcher.assert_quiet()  # carol did not leave: she is still on A

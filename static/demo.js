@@ -126,7 +126,11 @@ async function startChat(newToken, user) {
   } catch {
     return; // the disconnect handler has shown why
   }
-  await loadRooms();
+  try {
+    await loadRooms();
+  } catch (err) {
+    console.warn("rooms not loaded:", err.message); // retried after the next reconnect
+  }
 }
 
 function endChat(message) {
@@ -145,6 +149,17 @@ function endChat(message) {
 }
 
 async function onRecovery(recovered, channels) {
+  try {
+    await resync(recovered, channels);
+  } catch (err) {
+    console.warn("resync failed:", err.message);
+  }
+}
+
+async function resync(recovered, channels) {
+  // Whatever failed to load while the connection was down, load now.
+  if (!rooms.size) await loadRooms();
+  else if (active !== null && !rooms.get(active).loaded) await openRoom(active);
   if (recovered) { showState("recovered", "every missed message was replayed"); return; }
   // Some channel could not be replayed exactly (a restart without durable
   // channels, a long absence): reload what it carries from the database.
@@ -267,14 +282,18 @@ async function openRoom(id) {
   followTyping(room);
   renderRooms();
   renderMessages(room);
-  if (!room.loaded) {
-    const page = await client.call("messages.list", { room: id, limit: 50 });
-    for (const m of page.messages) room.messages.set(m.id, m);
-    room.loaded = true;
-    if (active === id) renderMessages(room);
+  try {
+    if (!room.loaded) {
+      const page = await client.call("messages.list", { room: id, limit: 50 });
+      for (const m of page.messages) room.messages.set(m.id, m);
+      room.loaded = true;
+      if (active === id) renderMessages(room);
+    }
+    await loadPresence(room);
+    markRead(room);
+  } catch (err) {
+    console.warn(`room ${id} not loaded:`, err.message); // loaded again after the next reconnect
   }
-  await loadPresence(room);
-  markRead(room);
 }
 
 async function reloadNewer(room) {

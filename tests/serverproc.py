@@ -52,6 +52,13 @@ class ServerProcess:
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> "ServerProcess":
+        # Another process on the port would answer our readiness probe instead.
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", self.port))
+            except OSError as exc:
+                raise AssertionError(f"port {self.port} is taken: {exc}") from None
         with self.log.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "server", cwd=ROOT, env=self.env,

@@ -59,3 +59,39 @@ async def test_only_admins_get_in(browser, server, page_errors):
     await page.click("#login button[type=submit]")
     await expect(page.locator("#login-error")).to_contain_text("mallory is not an admin")
     await expect(page.locator("#board")).to_be_hidden()
+
+
+async def test_a_row_per_node_of_a_redis_cluster(browser, tmp_path, page_errors):
+    import secrets
+
+    from tests.browser.pages import start_server
+    from tests.services import require_redis
+
+    redis_url = require_redis()
+    shared = {
+        "STAGEWIRE_BROKER__BACKEND": "redis",
+        "STAGEWIRE_BROKER__REDIS_URL": redis_url,
+        "STAGEWIRE_BROKER__PREFIX": f"sw-dash-{secrets.token_hex(4)}",
+    }
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = await start_server(tmp_path / "a", **shared)
+    second = None
+    try:
+        second = await start_server(tmp_path / "b", **shared)
+        dashboard = await dashboard_page(browser, first, page_errors)
+        rows = dashboard.locator("#nodes tbody tr")
+        await expect(rows).to_have_count(2)
+        await expect(dashboard.locator("#node-count")).to_have_text("2")
+        await expect(dashboard.locator("#nodes tbody td.broker")).to_have_text(["redis ok", "redis ok"])
+        # The second node's connections count in the total, and its row goes stale when it stops.
+        await chat_page(browser, second, page_errors, "alice")
+        await expect(dashboard.locator("#total-connections")).to_have_text("2")
+        assert await second.stop() == 0
+        await expect(dashboard.locator("#node-count")).to_have_text("1")
+        await expect(dashboard.locator("#nodes tbody tr.stale")).to_have_count(1)
+        await expect(dashboard.locator("#total-connections")).to_have_text("1")
+    finally:
+        if second is not None:
+            await second.kill()
+        await first.kill()

@@ -103,3 +103,16 @@ async def test_no_stats_without_the_namespace(make_stagewire, tmp_path, caplog):
     stagewire = await make_stagewire(make_settings(tmp_path, server=FAST, namespaces=namespaces))
     assert "stats feed off" in caplog.text
     assert "result" in await (await stagewire.client("alice")).call("ping")
+
+
+async def test_the_admin_role_in_the_database_also_opens_the_feed(make_stagewire, tmp_path):
+    # What `stagewire user set-role NAME admin` stores; [auth] admins is the other way in.
+    from models.user import Role, User
+
+    stagewire = await make_stagewire(make_settings(tmp_path, server=FAST))
+    token = await stagewire.token("carol")
+    await User.filter(username="carol").update(role=Role.ADMIN.value)
+    carol = await stagewire.client(token=token)
+    assert carol.connect_result["user"]["role"] == "admin"
+    await carol.result("subscribe", channel="ops:stats")
+    assert (await carol.recv_push("pub", channel="ops:stats"))["data"]["connections"] == 1

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generic, Mapping, Ty
 import pydantic
 
 from server import logs, protocol
+from server.connection import State
 from server.errors import CommandError, Disconnect, ErrorCode, ProtocolError, StagewireError
 
 if TYPE_CHECKING:
@@ -82,14 +83,19 @@ def validation_error(exc: pydantic.ValidationError) -> CommandError:
 
 async def dispatch_frame(ctx: Context, data: str | bytes, table: HandlerTable) -> None:
     """Run every command of one frame in order, queueing a reply for each."""
-    conn = ctx.conn
     try:
-        messages = protocol.decode_frame(data, conn.encoding)
+        messages = protocol.decode_frame(data, ctx.conn.encoding)
     except ProtocolError as exc:
-        conn.send(protocol.error_reply(None, exc))
+        ctx.conn.send(protocol.error_reply(None, exc))
         return
+    await run_messages(ctx, messages, table)
+
+
+async def run_messages(ctx: Context, messages: list[Any], table: HandlerTable) -> None:
+    """Run decoded messages as commands, in order, until the connection starts closing."""
+    conn = ctx.conn
     for message in messages:
-        if conn.state.value == "closing":
+        if conn.state is State.CLOSING:
             return
         try:
             command = protocol.parse_command(message)

@@ -16,7 +16,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from server import logs, protocol
 from server.appkeys import AUTH, HANDLER_TABLE, NODE, SETTINGS
 from server.connection import Connection
-from server.dispatch import Context, HandlerTable, Params, dispatch_frame, run_command, validation_error
+from server.dispatch import Context, HandlerTable, Params, dispatch_frame, run_messages, validation_error
 from server.errors import CloseCode, CommandError, Disconnect, ErrorCode, ProtocolError, StagewireError
 
 log = logging.getLogger("stagewire.websocket")
@@ -168,10 +168,4 @@ async def _handshake(ctx: Context, ws: _WebSocket, timeout: float, table: Handle
         )
     )
     # Commands sent in the same frame as connect run right after it.
-    for extra in messages[1:]:
-        try:
-            cmd = protocol.parse_command(extra)
-        except ProtocolError as exc:
-            conn.send(protocol.error_reply(exc.command_id, exc))
-            continue
-        await run_command(ctx, cmd, table)
+    await run_messages(ctx, messages[1:], table)

@@ -58,7 +58,7 @@ class Node:
         self.broker = broker
         self.hub = Hub(broker)
         self.durable = DurableLog(broker, max_batch=settings.database.group_commit_max)
-        self.flusher = FlushScheduler(asyncio.get_running_loop())
+        self.flusher = FlushScheduler(asyncio.get_running_loop(), settings.client.write_delay)
         self.connections: dict[str, Connection] = {}
         self._by_user: dict[str, set[Connection]] = {}
         self._by_session: dict[str, set[Connection]] = {}

@@ -33,20 +33,30 @@ def frame_header(opcode: int, length: int) -> bytes:
 
 
 class FlushScheduler:
-    """Flushes every writer that has pending data, once per loop tick."""
+    """Flushes every writer that has pending data, once per loop tick.
 
-    __slots__ = ("_loop", "_dirty", "_scheduled")
+    With a ``delay`` (``[client] write_delay``), the flush waits that long
+    after the first message is queued, so that publications arriving one by one
+    (from Redis, say, one per round trip) still share a write. It trades that
+    much latency for fewer, larger writes.
+    """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    __slots__ = ("_loop", "_dirty", "_scheduled", "_delay")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, delay: float = 0.0) -> None:
         self._loop = loop
         self._dirty: list[Writer] = []
         self._scheduled = False
+        self._delay = delay
 
     def mark(self, writer: Writer) -> None:
         self._dirty.append(writer)
         if not self._scheduled:
             self._scheduled = True
-            self._loop.call_soon(self._run)
+            if self._delay > 0:
+                self._loop.call_later(self._delay, self._run)
+            else:
+                self._loop.call_soon(self._run)
 
     def _run(self) -> None:
         self._scheduled = False

@@ -39,12 +39,12 @@ def parse_frame(data: bytes) -> tuple[int, bytes]:
     return opcode, payload
 
 
-def make(limit: int = 1000, binary: bool = False):
+def make(limit: int = 1000, binary: bool = False, delay: float = 0.0):
     transport = FakeTransport()
     overflows: list[int] = []
     writer = Writer(
         transport,
-        FlushScheduler(asyncio.get_running_loop()),
+        FlushScheduler(asyncio.get_running_loop(), delay),
         binary=binary,
         limit=limit,
         on_overflow=lambda: overflows.append(1),
@@ -106,3 +106,16 @@ def test_frame_header_lengths():
     assert frame_header(1, 5) == b"\x81\x05"
     assert frame_header(2, 300) == b"\x82\x7e\x01\x2c"
     assert frame_header(1, 70000)[:2] == b"\x81\x7f" and len(frame_header(1, 70000)) == 10
+
+
+async def test_write_delay_gathers_messages_from_several_ticks_into_one_write():
+    writer, transport, _ = make(delay=0.05)
+    writer.enqueue(b"1")
+    await next_tick()
+    writer.enqueue(b"2")
+    await next_tick()
+    assert transport.writes == []
+    deadline = asyncio.get_running_loop().time() + 2
+    while not transport.writes and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
+    assert [parse_frame(w)[1] for w in transport.writes] == [b"1\n2"]

@@ -237,7 +237,7 @@ class Node:
             raise CommandError(ErrorCode.UNAVAILABLE, "broker temporarily unavailable") from None
 
     async def unsubscribe(self, conn: Connection, channel: str) -> None:
-        ns = self.namespace(channel)
+        self.namespace(channel)  # an unknown namespace is an error here too
         if channel not in conn.subscriptions:
             raise CommandError(ErrorCode.NOT_SUBSCRIBED, f"not subscribed to {channel}")
         await self.hub.unsubscribe(conn, channel)

@@ -10,13 +10,9 @@ type alone, so other users of the same Redis are left alone.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import itertools
-import secrets
-import socket
-from typing import Any, AsyncIterator, Callable, Iterator
-from urllib.parse import urlsplit
+from typing import Any, Callable
 
 import pytest
 from redis.asyncio import Redis
@@ -26,7 +22,7 @@ from server.broker.base import IDEMPOTENCY_TTL, BrokerUnavailable, HistoryOption
 from server.broker.redis import RedisBroker
 from server.config import BrokerSettings
 from tests.broker.conformance import BrokerConformance, RecordingHandler
-from tests.services import require_redis
+from tests.redis_support import RedisProxy, admin, prefix, proxy, redis_url, socket_nobody_listens_on  # noqa: F401
 
 pytestmark = pytest.mark.redis
 
@@ -35,33 +31,9 @@ FAST = dict(socket_timeout=0.5, ping_interval=0.3, reconnect_min_delay=0.02, rec
 _ids = itertools.count()
 
 
-@pytest.fixture(scope="module")
-def redis_url() -> str:
-    return require_redis()
-
-
 @pytest.fixture
 def channel() -> str:
     return f"test:ch{next(_ids)}"
-
-
-@contextlib.asynccontextmanager
-async def admin(url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
-@pytest.fixture
-async def prefix(redis_url: str) -> AsyncIterator[str]:
-    prefix = f"swtest-{secrets.token_hex(4)}"
-    yield prefix
-    async with admin(redis_url) as client:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}.*", count=1000)]
-        if keys:
-            await client.delete(*keys)
 
 
 @pytest.fixture(params=[False, True], ids=["pubsub", "sharded"])
@@ -136,70 +108,6 @@ async def test_killed_connections_reconnect_resubscribe_and_report_gap(make_brok
     assert await handler.wait_for("control", 1) == [{"op": "ping"}]
 
 
-class RedisProxy:
-    """A TCP proxy in front of Redis that a test can stall (silent) or stop (refusing)."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._transports: set[asyncio.BaseTransport] = set()
-        self._tasks: set[asyncio.Task] = set()
-        self._flowing = asyncio.Event()
-
-    async def start(self) -> None:
-        self._flowing.set()
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port, reuse_address=True)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    def stall(self) -> None:
-        """Bytes are swallowed from now on, as over a dead network."""
-        self._flowing.clear()
-
-    async def stop(self) -> None:
-        """Refuse new connections and reset the open ones, as a Redis that went away."""
-        self._server.close()
-        for transport in self._transports:
-            transport.abort()
-        self._transports.clear()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.wait_closed()
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._transports.add(writer.transport)
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._transports.add(up_writer.transport)
-        for source, sink in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pipe(source, sink))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-        try:
-            while data := await source.read(65536):
-                if self._flowing.is_set():
-                    sink.write(data)
-        except OSError:
-            pass
-        finally:
-            sink.transport.abort()
-
-
-@pytest.fixture
-async def proxy(redis_url: str) -> AsyncIterator[RedisProxy]:
-    parts = urlsplit(redis_url)
-    proxy = RedisProxy((parts.hostname or "127.0.0.1", parts.port or 6379))
-    await proxy.start()
-    yield proxy
-    await proxy.stop()
-
-
 async def test_outage_fails_fast_then_recovers_with_gap(make_broker, proxy, channel):
     handler = RecordingHandler()
     broker = await make_broker(handler, redis_url=f"redis://127.0.0.1:{proxy.port}/0")
@@ -241,19 +149,6 @@ async def test_unreachable_redis_at_start_fails_fast(make_broker):
         for call in (broker.publish("test:x", 1), broker.position("test:x"), broker.subscribe("test:x")):
             with pytest.raises(BrokerUnavailable):
                 await asyncio.wait_for(call, 2.0)
-
-
-@contextlib.contextmanager
-def socket_nobody_listens_on() -> Iterator[int]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
-    try:
-        yield sock.getsockname()[1]
-    finally:
-        sock.close()
-
-
-# -- keys, TTLs, epochs -------------------------------------------------------------------
 
 
 async def test_keys_have_ttls(make_broker, redis_url, prefix, channel):

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import pytest
 from redis.asyncio import Redis
 
-from tests.broker.test_redis import RedisProxy
+from tests.redis_support import RedisProxy
 from tests.cluster.conftest import PRESENCE_TTL, channel_name
 
 pytestmark = pytest.mark.redis

@@ -10,8 +10,6 @@ keys afterwards.
 from __future__ import annotations
 
 import asyncio
-import secrets
-from typing import AsyncIterator
 
 import pytest
 
@@ -19,26 +17,10 @@ from server.broker.base import BrokerUnavailable
 from server.config import BrokerSettings
 from server.presence.base import PresenceEntry
 from server.presence.redis import BATCH, RedisPresence
-from tests.broker.test_redis import RedisProxy, admin, proxy, socket_nobody_listens_on  # noqa: F401
+from tests.redis_support import RedisProxy, admin, prefix, proxy, redis_url, socket_nobody_listens_on  # noqa: F401
 from tests.presence.conformance import PresenceConformance, channel  # noqa: F401
-from tests.services import require_redis
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> str:
-    return require_redis()
-
-
-@pytest.fixture
-async def prefix(redis_url: str) -> AsyncIterator[str]:
-    prefix = f"swtest-{secrets.token_hex(4)}"
-    yield prefix
-    async with admin(redis_url) as client:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}.*", count=1000)]
-        if keys:
-            await client.delete(*keys)
 
 
 @pytest.fixture

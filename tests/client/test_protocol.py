@@ -111,3 +111,18 @@ def test_tokens_are_refreshed_a_little_before_they_expire() -> None:
     assert refresh_delay(3600) == 3540
     assert refresh_delay(10) == 9
     assert refresh_delay(0) == 0
+
+
+def test_the_client_knows_every_server_code_by_the_same_name():
+    """The client package stands alone, so it keeps its own copy of the codes: keep them equal."""
+    from server import errors as server_errors
+    from stagewire_client import errors as client_errors
+
+    assert {c.name: int(c) for c in server_errors.ErrorCode} == {
+        c.name: int(c) for c in client_errors.ErrorCode
+    }
+    server_close = {c.name: int(c) for c in server_errors.CloseCode}
+    client_close = {c.name: int(c) for c in client_errors.CloseCode}
+    assert server_close.items() <= client_close.items()
+    for code in server_errors.CloseCode:
+        assert client_errors.should_reconnect(int(code)) is code.reconnect, code

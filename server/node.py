@@ -236,11 +236,14 @@ class Node:
         except BrokerUnavailable:
             raise CommandError(ErrorCode.UNAVAILABLE, "broker temporarily unavailable") from None
 
-    async def unsubscribe(self, conn: Connection, channel: str) -> None:
+    async def unsubscribe(self, conn: Connection, channel: str, reason: str | None = None) -> None:
+        """End a subscription; with a ``reason`` the server ended it, and the client is told."""
         self.namespace(channel)  # an unknown namespace is an error here too
         if channel not in conn.subscriptions:
             raise CommandError(ErrorCode.NOT_SUBSCRIBED, f"not subscribed to {channel}")
         await self.hub.unsubscribe(conn, channel)
+        if reason is not None:
+            conn.send(protocol.unsubscribe_push(channel, reason))
         await self.presence.leave(conn, channel)
 
     async def publish(

@@ -172,6 +172,11 @@ def presence_push(kind: str, channel: str, info: Mapping[str, Any]) -> dict[str,
     return {"type": kind, "channel": channel, "info": info}
 
 
+def unsubscribe_push(channel: str, reason: str) -> dict[str, Any]:
+    """The server ended a subscription (e.g. the user lost access to the channel)."""
+    return {"type": "unsubscribe", "channel": channel, "reason": reason}
+
+
 def disconnect_push(code: int, reason: str, reconnect: bool) -> dict[str, Any]:
     return {"type": "disconnect", "code": code, "reason": reason, "reconnect": reconnect}
 

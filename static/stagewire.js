@@ -574,6 +574,16 @@ export class Stagewire {
         else sub._early.push(m);
         break;
       }
+      case "unsubscribe": {
+        // The server ended the subscription (e.g. access lost): it will not come back by itself.
+        const sub = this._subs.get(m.channel);
+        if (!sub || sub.closed) break;
+        sub.closed = true;
+        sub.active = false;
+        this._subs.delete(m.channel);
+        sub._emit("onUnsubscribed", { channel: m.channel, reason: m.reason });
+        break;
+      }
       case "ping":
       case "disconnect":
         break;

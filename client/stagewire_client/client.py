@@ -373,6 +373,11 @@ class Client(Commands):
         elif push.type in ("join", "leave"):
             if sub is not None:
                 sub._presence(PresenceEvent(push.type, sub.channel, body.get("info") or {}))
+        elif push.type == "unsubscribe":
+            # The server ended the subscription (access lost): the iterator ends.
+            if sub is not None:
+                self._subs.pop(sub.channel, None)
+                sub._end(None)
         elif push.type == "error":
             log.warning("error from the server: %s", body.get("error"))
         # "ping" needs no answer (the read loop saw it arrive), "disconnect" is

@@ -114,7 +114,7 @@ class MembershipCache:
 
     async def _unsubscribe(self, conn: Connection, channel: str) -> None:
         try:
-            await self.node.unsubscribe(conn, channel)
+            await self.node.unsubscribe(conn, channel, reason="no longer a member of the room")
         except CommandError:
             pass  # already gone: unsubscribed by the client, or disconnected
         except Exception:

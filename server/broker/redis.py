@@ -300,7 +300,7 @@ class RedisBroker:
     def _gap(self, keys: Sequence[Any]) -> None:
         channels = [key for key in keys if key is not _CONTROL]
         if channels and self._handler is not None:
-            log.warning("Redis pub/sub reconnected; %d channels may have missed publications", len(channels))
+            log.warning("Redis pub/sub reconnected; publications may have been missed on %d channel(s)", len(channels))
             self._handler.on_gap(channels)
 
 

@@ -246,3 +246,22 @@ async def test_a_token_provider_refreshes_before_expiry(make_stagewire, tmp_path
     await publish(sw, "news:long", "still here")
     assert (await next_pub(sub)).data == "still here"
     assert len(connects) == 1
+
+
+async def test_a_subscription_the_server_ends_ends_its_iterator(stagewire, sdk) -> None:
+    client = await sdk(stagewire, "alice")
+    node = stagewire.app[NODE]
+    received = []
+
+    async def consume() -> None:
+        async for pub in client.subscribe("news:revoked"):
+            received.append(pub.data)
+
+    task = asyncio.create_task(consume())
+    await eventually(lambda: "news:revoked" in node.channel_counts(), "the subscription")
+    await publish(stagewire, "news:revoked", "before")
+    await eventually(lambda: received == ["before"], "the first publication")
+    conn = node.connections[client.info.client]
+    await node.unsubscribe(conn, "news:revoked", reason="access revoked")
+    await asyncio.wait_for(task, 5)
+    assert received == ["before"] and "news:revoked" not in client.subscriptions

@@ -82,7 +82,10 @@ async def test_membership_changes_reach_the_authorizer_at_once(sw):
     await bob.result("rooms.leave", room=room["id"])
     left = await bob.recv_push("pub", channel=room["channel"])
     assert left["data"] == {"event": "member.left", "room": room["id"], "user": "bob"}
-    # The former member was unsubscribed from both channels on its node...
+    # The former member was unsubscribed from both channels on its node, and told so...
+    for channel in (room["channel"], room["typing_channel"]):
+        push = await bob.recv_push("unsubscribe", channel=channel)
+        assert push["reason"] == "no longer a member of the room"
     await alice.result("messages.send", room=room["id"], body="after bob left")
     await alice.result("typing", room=room["id"])
     await bob.assert_quiet()

@@ -9,6 +9,7 @@ import pydantic
 from server import channels, protocol
 from server.broker.base import Publication, StreamPosition
 from server.dispatch import Context, Params, Reply
+from server.errors import CommandError, ErrorCode
 
 Channel = pydantic.constr(min_length=3, max_length=255)
 
@@ -24,11 +25,6 @@ class SubscribeParams(Params):
     offset: int | None = pydantic.Field(default=None, ge=0)
     epoch: str | None = pydantic.Field(default=None, max_length=64)
 
-    @pydantic.model_validator(mode="after")
-    def _recovery_needs_position(self) -> "SubscribeParams":
-        if self.recover and (self.offset is None or self.epoch is None):
-            raise ValueError("recover needs the last offset and epoch seen")
-        return self
 
 
 class HistoryParams(Params):
@@ -60,6 +56,10 @@ async def subscribe(ctx: Context, params: SubscribeParams) -> Reply:
     await ctx.node.authorize_subscribe(ctx.user, params.channel)
     since = None
     if params.recover:
+        missing = {name: "required with recover: the last one seen"
+                   for name in ("offset", "epoch") if getattr(params, name) is None}
+        if missing:
+            raise CommandError(ErrorCode.BAD_REQUEST, "recover needs the last offset and epoch seen", missing)
         assert params.offset is not None and params.epoch is not None
         since = StreamPosition(params.offset, params.epoch)
     sub = await ctx.node.subscribe(ctx.conn, params.channel, since)

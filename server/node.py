@@ -226,13 +226,17 @@ class Node:
             if start.epoch != top.epoch:
                 return [], top
             wanted = min(limit, max(0, top.offset - start.offset))
-            if len(pubs) < wanted:
+            # The answer must be the exact run of offsets asked for: the newest
+            # ``wanted`` ones (reverse), or the ``wanted`` ones right after ``start``.
+            expected = (
+                list(range(top.offset, top.offset - wanted, -1))
+                if reverse
+                else list(range(start.offset + 1, start.offset + wanted + 1))
+            )
+            if [p.offset for p in pubs[:wanted]] != expected:
                 # The broker keeps a window; the database keeps everything.
-                if reverse:
-                    pubs = await self.durable.read(channel, start, wanted, reverse=True)
-                else:
-                    pubs = await self.durable.read(channel, start, wanted)
-            return pubs, top
+                pubs = await self.durable.read(channel, start, wanted, reverse=reverse)
+            return pubs[:wanted], top
         except BrokerUnavailable:
             raise CommandError(ErrorCode.UNAVAILABLE, "broker temporarily unavailable") from None
 

@@ -81,7 +81,9 @@ def decode_frame(data: str | bytes, encoding: Encoding) -> list[Any]:
     if isinstance(data, str):
         raise ProtocolError("text frame on a stagewire.msgpack connection")
     unpacker = msgpack.Unpacker(
-        raw=False, strict_map_key=True, max_buffer_size=len(data) or 1
+        # Non-string map keys decode (publish data is then refused with a field
+        # error by check_json_compatible, which is clearer than "malformed").
+        raw=False, strict_map_key=False, max_buffer_size=len(data) or 1
     )
     try:
         unpacker.feed(data)

@@ -140,6 +140,9 @@ async def _handshake(ctx: Context, ws: _WebSocket, timeout: float, table: Handle
         except pydantic.ValidationError as exc:
             raise validation_error(exc) from None
         identity = await ctx.auth.verify(params.token)
+        if identity.expires_at <= time.time():
+            # A token in its last moments would connect only to be closed at once.
+            raise CommandError(ErrorCode.TOKEN_EXPIRED, "token expired")
     except StagewireError as exc:
         if isinstance(exc, ProtocolError) and exc.command_id is not None:
             command_id = exc.command_id

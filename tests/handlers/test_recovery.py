@@ -60,7 +60,10 @@ async def test_gap_larger_than_history_is_not_recovered_at_all(make_stagewire, t
 
 async def test_recovery_needs_offset_and_epoch(stagewire):
     client = await stagewire.client("alice")
-    await client.assert_error(107, "subscribe", channel="news:x", recover=True)
+    error = await client.assert_error(107, "subscribe", channel="news:x", recover=True)
+    assert set(error["fields"]) == {"offset", "epoch"}
+    error = await client.assert_error(107, "subscribe", channel="news:x", recover=True, offset=3)
+    assert set(error["fields"]) == {"epoch"}
 
 
 async def test_history_since_limit_reverse_and_permissions(stagewire):

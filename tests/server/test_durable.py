@@ -53,6 +53,11 @@ async def test_gap_older_than_the_broker_window_is_recovered_from_the_database(m
     assert [p["data"] for p in result["publications"]] == list(range(10))
     history = await again.result("history", channel="log:long", since={"offset": 3, "epoch": sub["epoch"]}, limit=4)
     assert [p["offset"] for p in history["publications"]] == [4, 5, 6, 7]
+    # The broker's window is full (offsets 9, 10): an older range still comes whole, from the database.
+    older = await again.result("history", channel="log:long", since={"offset": 3, "epoch": sub["epoch"]}, limit=2)
+    assert [p["offset"] for p in older["publications"]] == [4, 5]
+    oldest = await again.result("history", channel="log:long", limit=2)
+    assert [p["offset"] for p in oldest["publications"]] == [1, 2]
     newest = await again.result("history", channel="log:long", limit=3, reverse=True)
     assert [p["offset"] for p in newest["publications"]] == [10, 9, 8]
 

@@ -109,6 +109,8 @@ async def test_malformed_msgpack_gets_an_error(stagewire):
     await client.send_raw("text on a msgpack connection")
     assert (await client.recv_push("error"))["error"]["code"] == 107
     await client.assert_error(107, "publish", channel="chat:x", data=b"\x00binary")
+    error = await client.assert_error(107, "publish", channel="chat:x", data={1: "int key"})
+    assert "data" in error["fields"]
     assert await client.result("ping") == {}
 
 

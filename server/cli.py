@@ -94,4 +94,30 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (ConfigError, OSError) as exc:
         print(f"stagewire: configuration error: {exc}", file=sys.stderr)
         sys.exit(2)
-    sys.exit(args.func(settings, args))
+    try:
+        status = args.func(settings, args)
+    except KeyboardInterrupt:
+        status = 130
+    except Exception as exc:  # a command line prints one line, never a traceback
+        print(f"stagewire: {describe_failure(exc, settings)}", file=sys.stderr)
+        log.debug("command failed", exc_info=True)
+        status = 1
+    sys.exit(status)
+
+
+def describe_failure(exc: BaseException, settings: Settings) -> str:
+    """One line saying what went wrong, for errors a user can cause and fix."""
+    scheme = settings.database.url.split("://", 1)[0]
+    name = type(exc).__name__
+    if name == "ConfigurationError" and "scheme" in str(exc):
+        return (f"unsupported database URL scheme {scheme!r}: use sqlite://, postgres:// or mysql:// "
+                "(MongoDB is not supported)")
+    if name in ("DBConnectionError", "OperationalError") or type(exc).__module__.split(".")[0] in (
+        "asyncpg", "asyncmy", "aiosqlite", "sqlite3"
+    ):
+        return f"cannot use the {scheme} database: {exc}"
+    if isinstance(exc, OSError) and exc.errno in (98, 48):  # EADDRINUSE on Linux, macOS
+        return f"cannot listen: the address is in use ({exc.strerror}; is another server running?)"
+    if isinstance(exc, EOFError):
+        return "no input: give the password on standard input with --password-stdin"
+    return f"{name}: {exc}"

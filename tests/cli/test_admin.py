@@ -105,3 +105,14 @@ def test_database_commands_take_a_config_file(cli, tmp_path: Path, monkeypatch) 
     config.write_text(f'[database]\nurl = "sqlite://{tmp_path}/other.sqlite3"\n')
     assert cli("apikey", "create", "k", "--config", str(config)).code == 0
     assert (tmp_path / "other.sqlite3").exists()
+
+
+def test_database_failures_are_one_line_not_a_traceback(capsys, monkeypatch):
+    from server.cli import main
+
+    monkeypatch.setenv("STAGEWIRE_DATABASE__URL", "mongodb://127.0.0.1/x")
+    with pytest.raises(SystemExit) as exc:
+        main(["migrate"])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "MongoDB is not supported" in err

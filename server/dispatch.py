@@ -19,6 +19,7 @@ import pydantic
 from server import logs, protocol
 from server.connection import State
 from server.errors import CommandError, Disconnect, ErrorCode, ProtocolError, StagewireError
+from server.validation import field_errors
 
 if TYPE_CHECKING:
     from server.auth import Authenticator, Identity
@@ -73,11 +74,8 @@ HandlerTable = Mapping[str, Handler]
 
 
 def validation_error(exc: pydantic.ValidationError) -> CommandError:
-    """One message per invalid field."""
-    fields: dict[str, str] = {}
-    for err in exc.errors():
-        name = ".".join(str(p) for p in err["loc"]) or "body"
-        fields.setdefault(name, err["msg"])
+    """A BAD_REQUEST error with one message per invalid field."""
+    fields = field_errors(exc)
     return CommandError(ErrorCode.BAD_REQUEST, "invalid fields: " + ", ".join(fields), fields)
 
 

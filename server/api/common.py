@@ -21,6 +21,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from server.errors import CommandError, ErrorCode, ProtocolError, StagewireError
+from server.validation import field_errors
 
 logger = logging.getLogger(__name__)
 
@@ -123,20 +124,6 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         raise ProtocolError("invalid fields", fields=field_errors(exc)) from None
-
-
-def field_errors(exc: ValidationError) -> dict[str, str]:
-    """One message per field (dotted path) from a pydantic error; the first one wins."""
-    fields: dict[str, str] = {}
-    for error in exc.errors(include_url=False, include_input=False):
-        name = ".".join(str(part) for part in error["loc"]) or "body"
-        if error["type"] == "value_error" and "error" in error.get("ctx", {}):
-            # Our own validators' messages, without pydantic's "Value error, ".
-            message = str(error["ctx"]["error"])
-        else:
-            message = error["msg"]
-        fields.setdefault(name, message)
-    return fields
 
 
 def bearer_token(request: web.Request) -> str:

@@ -22,10 +22,11 @@ from pydantic import BaseModel, ValidationError
 from handlers.rooms import schemas
 from handlers.rooms.messages import MessagesService
 from handlers.rooms.service import RoomsService
-from server.api.common import bearer_token, field_errors, json_handler, json_response
+from server.api.common import bearer_token, json_handler, json_response
 from server.appkeys import AUTH, NODE
 from server.auth import Identity
 from server.errors import CommandError, ErrorCode, ProtocolError
+from server.validation import field_errors
 
 
 @dataclass(frozen=True)

@@ -129,21 +129,24 @@ class Connection:
         if self._expiry_timer is not None:
             self._expiry_timer.cancel()
             self._expiry_timer = None
-        writer = self.writer
-        if not writer.closed:
-            writer.enqueue(
-                protocol.encode(
-                    protocol.disconnect_push(int(code), reason, code.reconnect), self.encoding
-                )
-            )
-            writer.flush()
-            writer.closed = True
+        self.send_last(code, reason)
         self._close_task = self.node.spawn(self._close_ws(code, reason))
 
     async def wait_closed(self) -> None:
         """Wait for a close started by :meth:`close` to finish (it is bounded in time)."""
         if self._close_task is not None:
             await asyncio.shield(self._close_task)
+
+    def send_last(self, code: CloseCode, reason: str) -> None:
+        """Write the ``disconnect`` push now, after what is queued; nothing is sent after it."""
+        writer = self.writer
+        if writer.closed:
+            return
+        writer.enqueue(
+            protocol.encode(protocol.disconnect_push(int(code), reason, code.reconnect), self.encoding)
+        )
+        writer.flush()
+        writer.closed = True
 
     def detach(self) -> None:
         """Drop timers and queued output once the connection is gone (the node forgets it)."""

@@ -34,14 +34,7 @@ class _WebSocket(web.WebSocketResponse):
     async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True) -> bool:
         if code == WSCloseCode.MESSAGE_TOO_BIG and self.connection is not None:
             conn, self.connection = self.connection, None
-            conn.writer.enqueue(
-                protocol.encode(
-                    protocol.disconnect_push(int(CloseCode.MESSAGE_TOO_BIG), "message too big", False),
-                    conn.encoding,
-                )
-            )
-            conn.writer.flush()
-            conn.writer.closed = True
+            conn.send_last(CloseCode.MESSAGE_TOO_BIG, "message too big")
         return await super().close(code=code, message=message, drain=drain)
 
 

@@ -53,11 +53,11 @@ from bench.fanout import (
     latency,
     max_throughput,
     own_cpu,
-    raise_nofile,
     subscribe_all,
 )
 from bench.wsraw import RawWS
 from bench.redis_broker import LOCAL_HOSTS, redis_cpu
+from server.serve import raise_open_files_limit
 
 SCENARIOS = (("1 node, memory", 1, False), ("1 node, redis", 1, True), ("2 nodes, redis", 2, True))
 
@@ -194,7 +194,7 @@ def table(results: list[dict]) -> str:
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    raise_nofile()
+    raise_open_files_limit()
     results = []
     for n in args.subscribers:
         for label, instances, uses_redis in SCENARIOS:

@@ -33,6 +33,7 @@ from pathlib import Path
 import aiohttp
 
 from bench.wsraw import RawWS, open_ws
+from server.serve import raise_open_files_limit
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
@@ -44,12 +45,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
-
-
-def raise_nofile() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 class ServerProcess:
@@ -248,7 +243,7 @@ async def run_one(n: int, seconds: float, batch: int = 50) -> dict:
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    raise_nofile()
+    raise_open_files_limit()  # the load generator holds N sockets too
     results = []
     for n in args.subscribers:
         result = await run_one(n, args.seconds, args.batch)

@@ -194,16 +194,21 @@ class Node:
         return await self.broker.position(channel)
 
     async def _recover(self, channel: str, since: StreamPosition, ns: NamespaceSettings) -> Subscription:
-        top = await self._position(channel, ns)
-        gap = top.offset - since.offset
-        if since.epoch != top.epoch or gap < 0 or gap > max(ns.history_size, ns.recover_max if ns.persist else 0):
-            return Subscription(top, False, [])
-        pubs, _ = await self.broker.history(channel, since=since, limit=gap or 1)
-        if ns.persist and not _contiguous(pubs, since.offset, gap):
-            # Older than the broker's window: the database has every durable publication.
-            pubs = await self.durable.read(channel, since, gap)
+        if ns.persist:
+            top = await self.durable.position(channel)
+            gap = top.offset - since.offset
+            if since.epoch != top.epoch or not 0 <= gap <= max(ns.history_size, ns.recover_max):
+                return Subscription(top, False, [])
+            pubs, _ = await self.broker.history(channel, since=since, limit=gap or 1)
+            if not _contiguous(pubs, since.offset, gap):
+                # Older than the broker's window: the database has every durable publication.
+                pubs = await self.durable.read(channel, since, gap)
+        else:
+            # One broker call: the window and its top (an unknown epoch gives no publications).
+            pubs, top = await self.broker.history(channel, since=since, limit=max(ns.history_size, 1))
+            gap = top.offset - since.offset
         pubs = [p for p in pubs if p.offset <= top.offset]
-        complete = _contiguous(pubs, since.offset, gap)
+        complete = since.epoch == top.epoch and _contiguous(pubs, since.offset, gap)
         # Never a partial replay: either every missed publication, or none.
         return Subscription(top, complete, pubs if complete else [])
 

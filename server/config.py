@@ -15,7 +15,6 @@ import binascii
 import dataclasses
 import os
 import tomllib
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -247,8 +246,6 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where} must be a string")
-        return value
-    if isinstance(hint, types.GenericAlias) or origin is not None:
         return value
     return value
 

@@ -57,7 +57,7 @@ from bench.fanout import (
 )
 from bench.wsraw import RawWS
 from bench.redis_broker import LOCAL_HOSTS, redis_cpu
-from server.serve import raise_open_files_limit
+from server.cli.serve import raise_open_files_limit
 
 SCENARIOS = (("1 node, memory", 1, False), ("1 node, redis", 1, True), ("2 nodes, redis", 2, True))
 

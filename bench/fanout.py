@@ -33,7 +33,7 @@ from pathlib import Path
 import aiohttp
 
 from bench.wsraw import RawWS, open_ws
-from server.serve import raise_open_files_limit
+from server.cli.serve import raise_open_files_limit
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"

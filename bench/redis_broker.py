@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 from redis.asyncio import Redis
 
 from server.broker.base import HistoryOptions, Publication
+from server.broker.redis_client import RedisClient
 from server.broker.redis import RedisBroker
 from server.config import BrokerSettings
 
@@ -104,7 +105,8 @@ async def main_async(args: argparse.Namespace) -> None:
     prefix = f"swbench-{secrets.token_hex(4)}"
     settings = BrokerSettings(backend="redis", redis_url=args.url, prefix=prefix, sharded_pubsub=args.sharded)
     subscriber_handler, publisher_handler = CountingHandler(), CountingHandler()
-    subscriber, publisher = RedisBroker(settings), RedisBroker(settings)
+    clients = RedisClient(settings), RedisClient(settings)  # two nodes, a pool each
+    subscriber, publisher = RedisBroker(clients[0]), RedisBroker(clients[1])
     admin = Redis.from_url(args.url)
     try:
         await subscriber.start(subscriber_handler)
@@ -120,6 +122,8 @@ async def main_async(args: argparse.Namespace) -> None:
     finally:
         await publisher.close()
         await subscriber.close()
+        for client in clients:
+            await client.close()
         keys = [key async for key in admin.scan_iter(match=f"{prefix}.*", count=1000)]
         if keys:
             await admin.delete(*keys)

@@ -1,11 +1,16 @@
-"""The handler table: every WebSocket command type and the function that serves it.
+"""The registry: everything the handler applications add to the server.
 
+``HANDLERS`` maps every WebSocket command type to the function that serves it.
 ``connect`` is not here: it is the handshake, handled by ``server.websocket``
 before any of these can run. To add your own commands, write a module with
 ``Params`` models and async handler functions, and add its entries below.
 
 ``AUTHORIZERS`` decides who may read the channels of ``subscribe = "custom"``
 namespaces: ``namespace → async (identity, channel) -> bool``.
+
+``REGISTRY`` is the one value the app factory takes: the tables above, the
+applications' HTTP routes (with their OpenAPI descriptions) and their own
+``config.toml`` sections.
 """
 
 from __future__ import annotations
@@ -14,9 +19,12 @@ from typing import Mapping
 
 from handlers import channels, presence, session
 from handlers.rooms import commands as rooms_commands
+from handlers.rooms import routes as rooms_routes
+from handlers.rooms import settings as rooms_config
 from handlers.rooms.membership import MembersOnly
 from server.channels import Authorizer
 from server.dispatch import Handler, HandlerTable
+from server.registry import Registry
 
 HANDLERS: HandlerTable = {
     "ping": Handler(session.PingParams, session.ping),
@@ -36,3 +44,10 @@ AUTHORIZERS: Mapping[str, Authorizer] = {
     "room": MembersOnly("room"),
     "typing": MembersOnly("typing"),
 }
+
+REGISTRY = Registry(
+    handlers=HANDLERS,
+    authorizers=AUTHORIZERS,
+    http=(rooms_routes.HTTP,),
+    sections={rooms_config.SECTION: rooms_config.RoomsSettings},
+)

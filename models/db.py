@@ -1,4 +1,4 @@
-"""Database setup: the Tortoise config, start-up migrations, and the aiohttp context.
+"""Database setup: the Tortoise config and start-up migrations.
 
 The database is named by one URL, ``settings.database.url``: ``sqlite://PATH``
 (a relative path is resolved against the config file's directory),
@@ -10,9 +10,10 @@ migration with::
 
     .venv/bin/tortoise -c models.db.TORTOISE_ORM makemigrations
 
-Tortoise keeps its state in a context variable, so :func:`database_ctx` must
-come before any cleanup context that starts tasks using the database: a task
-only sees the database if it was created after :func:`init_db` ran.
+Tortoise keeps its state in a context variable, so the app factory's
+database context (``server.app``) comes before any cleanup context that
+starts tasks using the database: a task only sees the database if it was
+created after :func:`init_db` ran.
 
 Migrations are not guarded by a lock: with several worker processes, migrate
 once before they start, and start the workers with ``migrate=False``.
@@ -21,17 +22,14 @@ once before they start, and start the workers with ``migrate=False``.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
 from tortoise import Tortoise
 from tortoise.backends.base import executor as tortoise_executor
 from tortoise.context import TortoiseContext
 from tortoise.migrations.executor import MigrationExecutor
 
-from server.appkeys import SETTINGS
 from server.config import DatabaseSettings, Settings
 
 logger = logging.getLogger(__name__)
@@ -136,14 +134,3 @@ async def close_db(ctx: TortoiseContext | None = None) -> None:
         await Tortoise.close_connections()
     else:
         await ctx.close_connections()
-
-
-async def database_ctx(app: web.Application) -> AsyncIterator[None]:
-    """aiohttp cleanup context: :func:`init_db` on start-up, :func:`close_db` on cleanup."""
-    ctx = await init_db(app[SETTINGS])
-    try:
-        yield
-    finally:
-        # Explicitly this context: test harnesses may run the cleanup in
-        # another task, which does not see the context variable.
-        await close_db(ctx)

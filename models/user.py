@@ -25,7 +25,7 @@ class Role(StrEnum):
 
 
 class User(Model):
-    """An account. Usernames are stored lower-case (see ``server.auth``)."""
+    """An account. Usernames are stored lower-case (see ``server.auth.sessions``)."""
 
     id = fields.IntField(primary_key=True)
     username = fields.CharField(max_length=32, unique=True)

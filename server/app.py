@@ -1,34 +1,48 @@
 """The application factory: ``create_app(settings)``.
 
-Everything is wired here, declaratively: the routes, the handler table, and one
-cleanup context per resource (database, authenticator, broker + node). Nothing
-is registered as a side effect of an import.
+Everything is wired here, declaratively: the routes, the handler
+applications (``handlers.REGISTRY``), and one cleanup context per resource,
+in start-up order:
+
+1. the database (Tortoise, migrations applied);
+2. the authenticator (token secrets read or created);
+3. the node, with its broker and presence store (sharing one Redis client
+   in Redis mode);
+4. the live stats feed.
+
+Nothing is registered as a side effect of an import.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
-from typing import AsyncIterator, Mapping
+from typing import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from handlers import AUTHORIZERS, HANDLERS
-from models.db import database_ctx
-from server.api import auth as auth_api
-from server.api import health, metrics, openapi, rooms, server_api
-from server.api.middleware import error_middleware
-from server.appkeys import AUTHORIZER_TABLE, HANDLER_TABLE, METRICS, NODE, SETTINGS
-from server.auth import auth_ctx
+from handlers import REGISTRY
+from models.db import close_db, init_db
+from server.api import openapi, server_api
+from server.api.errors import error_middleware
+from server.appkeys import API_DOCS, AUTH, AUTHORIZER_TABLE, HANDLER_TABLE, METRICS, NODE, SETTINGS
+from server.auth import routes as auth_routes
+from server.auth.sessions import Authenticator
+from server.auth.tokens import load_secrets
 from server.broker.base import Broker
-from server.channels import Authorizer
+from server.broker.memory import MemoryBroker
+from server.broker.redis import RedisBroker
+from server.broker.redis_client import RedisClient
 from server.config import Settings
-from server.dispatch import HandlerTable
-from server.logs import request_log_middleware
-from server.metrics import create_registry
 from server.node import Node
+from server.ops import health, metrics
+from server.ops.logs import request_log_middleware
+from server.ops.stats import RecentErrors, StatsPublisher, stats_channel_usable
 from server.presence.base import PresenceStore
-from server.stats import stats_ctx
+from server.presence.memory import MemoryPresence
+from server.presence.redis import RedisPresence
+from server.registry import Registry
 from server.websocket import websocket_handler
 
 log = logging.getLogger("stagewire.app")
@@ -36,40 +50,102 @@ log = logging.getLogger("stagewire.app")
 MAX_REQUEST_BODY = 1024 * 1024
 
 
-def create_broker(settings: Settings) -> Broker:
-    """The broker named by ``[broker] backend``."""
-    backend = settings.broker.backend
-    if backend == "memory":
-        from server.broker.memory import MemoryBroker
+def create_app(settings: Settings, registry: Registry = REGISTRY) -> web.Application:
+    """The Stagewire application for ``settings``, with the handler applications of ``registry``.
 
-        return MemoryBroker()
-    if backend == "redis":
-        from server.broker.redis import RedisBroker
+    Raises:
+        ConfigError: A section of ``config.toml`` that no application declares,
+            or a bad value in one.
+    """
+    settings.check_sections(registry.sections)
+    app = web.Application(client_max_size=MAX_REQUEST_BODY, middlewares=[request_log_middleware, error_middleware])
+    app[SETTINGS] = settings
+    app[HANDLER_TABLE] = registry.handlers
+    app[AUTHORIZER_TABLE] = registry.authorizers
+    app[API_DOCS] = tuple(group.describe for group in registry.http if group.describe is not None)
+    app[METRICS] = metrics.create_registry(lambda: app.get(NODE))
+    app.cleanup_ctx.extend([database_ctx, auth_ctx, node_ctx, stats_ctx])
+    app.on_shutdown.append(close_websockets)
+    app.add_routes([web.get("/ws", websocket_handler)])
+    app.add_routes(health.routes)
+    app.add_routes(metrics.routes)
+    app.add_routes(auth_routes.routes)
+    app.add_routes(server_api.routes)
+    app.add_routes(openapi.routes)
+    for group in registry.http:
+        app.add_routes(group.routes)
+    _add_static(app, settings.path(settings.server.static_dir))
+    return app
 
-        return RedisBroker(settings.broker)
-    raise ValueError(f"unknown broker backend {backend!r} (memory or redis)")
+
+# -- cleanup contexts, in start-up order -------------------------------------------
 
 
-def create_presence(settings: Settings, broker: Broker) -> PresenceStore:
-    """The presence store that goes with the broker backend."""
-    if settings.broker.backend == "redis":
-        from server.presence.redis import RedisPresence
+async def database_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Connect to the database and apply pending migrations; close it last."""
+    ctx = await init_db(app[SETTINGS])
+    try:
+        yield
+    finally:
+        # Explicitly this context: test harnesses may run the cleanup in
+        # another task, which does not see the context variable.
+        await close_db(ctx)
 
-        return RedisPresence(settings.broker)
-    from server.presence.memory import MemoryPresence
 
-    return MemoryPresence(settings.broker.presence_ttl)
+async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Store an :class:`Authenticator` in ``app[AUTH]``; the token secrets are read (or created) here."""
+    settings = app[SETTINGS]
+    secrets = await asyncio.to_thread(load_secrets, settings)
+    auth = Authenticator(settings.auth, secrets)
+    await auth.passwords.prepare()
+    app[AUTH] = auth
+    yield
 
 
 async def node_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Start the node with the broker and presence store named by ``[broker] backend``."""
     settings = app[SETTINGS]
-    broker = create_broker(settings)
-    node = Node(settings, broker, create_presence(settings, broker), app[AUTHORIZER_TABLE])
-    await node.start()
-    app[NODE] = node
-    log.info("node %s started with the %s broker", node.id, app[SETTINGS].broker.backend)
-    yield
-    await node.close()
+    backend = settings.broker.backend
+    broker: Broker
+    presence: PresenceStore
+    client: RedisClient | None = None
+    if backend == "memory":
+        broker, presence = MemoryBroker(), MemoryPresence(settings.broker.presence_ttl)
+    elif backend == "redis":
+        client = RedisClient(settings.broker)
+        broker, presence = RedisBroker(client), RedisPresence(client)
+    else:
+        raise ValueError(f"unknown broker backend {backend!r} (memory or redis)")
+    node = Node(settings, broker, presence, app[AUTHORIZER_TABLE])
+    try:
+        await node.start()
+        app[NODE] = node
+        log.info("node %s started with the %s broker", node.id, backend)
+        yield
+    finally:
+        await node.close()
+        if client is not None:
+            await client.close()
+
+
+async def stats_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Publish the node's stats every ``stats_interval`` seconds while the app runs."""
+    settings = app[SETTINGS].server
+    node = app[NODE]
+    if settings.stats_interval <= 0 or not stats_channel_usable(settings.stats_channel, node):
+        yield
+        return
+    errors = RecentErrors()
+    root = logging.getLogger()
+    root.addHandler(errors)
+    publisher = StatsPublisher(node, settings.stats_channel, errors)
+    task = asyncio.create_task(publisher.run(settings.stats_interval), name="stats-publisher")
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        root.removeHandler(errors)
 
 
 async def close_websockets(app: web.Application) -> None:
@@ -78,45 +154,21 @@ async def close_websockets(app: web.Application) -> None:
         await app[NODE].shutdown(app[SETTINGS].server.shutdown_timeout)
 
 
-def create_app(
-    settings: Settings,
-    *,
-    handlers: HandlerTable = HANDLERS,
-    authorizers: Mapping[str, Authorizer] = AUTHORIZERS,
-) -> web.Application:
-    app = web.Application(client_max_size=MAX_REQUEST_BODY, middlewares=[request_log_middleware, error_middleware])
-    app[SETTINGS] = settings
-    app[HANDLER_TABLE] = handlers
-    app[AUTHORIZER_TABLE] = authorizers
-    app[METRICS] = create_registry(lambda: app.get(NODE))
-    app.cleanup_ctx.extend([database_ctx, auth_ctx, node_ctx, stats_ctx])
-    app.on_shutdown.append(close_websockets)
-    app.add_routes([web.get("/ws", websocket_handler)])
-    app.add_routes(health.routes)
-    app.add_routes(auth_api.routes)
-    app.add_routes(server_api.routes)
-    app.add_routes(metrics.routes)
-    app.add_routes(rooms.routes)
-    app.add_routes(openapi.routes)
-    _add_static(app, settings.path(settings.server.static_dir))
-    return app
-
-
 def _add_static(app: web.Application, static_dir: Path) -> None:
     if not static_dir.is_dir():
         return
-    index = static_dir / "index.html"
 
-    async def index_page(request: web.Request) -> web.StreamResponse:
-        if index.exists():
-            return web.FileResponse(index)
-        raise web.HTTPNotFound()
+    def page(name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        path = static_dir / name
 
-    async def dashboard_page(request: web.Request) -> web.StreamResponse:
-        if (static_dir / "dashboard.html").exists():
-            return web.FileResponse(static_dir / "dashboard.html")
-        raise web.HTTPNotFound()
+        async def serve(request: web.Request) -> web.StreamResponse:
+            if path.exists():
+                return web.FileResponse(path)
+            raise web.HTTPNotFound()
+
+        return serve
 
     app.add_routes([
-        web.get("/", index_page), web.get("/dashboard", dashboard_page), web.static("/static", static_dir),
+        web.get("/", page("index.html")), web.get("/dashboard", page("dashboard.html")),
+        web.static("/static", static_dir),
     ])

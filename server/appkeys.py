@@ -6,7 +6,7 @@ factory can import the route modules without a cycle.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 from aiohttp import web
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from prometheus_client import CollectorRegistry
 
-    from server.auth import Authenticator
+    from server.auth.sessions import Authenticator
     from server.channels import Authorizer
     from server.dispatch import HandlerTable
     from server.node import Node
@@ -28,3 +28,5 @@ AUTH: web.AppKey["Authenticator"] = web.AppKey("auth")
 HANDLER_TABLE: web.AppKey["HandlerTable"] = web.AppKey("handler_table")
 AUTHORIZER_TABLE: web.AppKey["Mapping[str, Authorizer]"] = web.AppKey("authorizer_table")
 METRICS: web.AppKey["CollectorRegistry"] = web.AppKey("metrics")
+# The applications' OpenAPI describers (server.api.openapi.Describe), in registry order.
+API_DOCS: web.AppKey[tuple[Callable[[Any], dict[str, Any]], ...]] = web.AppKey("api_docs")

@@ -6,21 +6,26 @@ example ``STAGEWIRE_SERVER__PORT=9000`` or
 ``STAGEWIRE_NAMESPACES__NEWS__PUBLISH=server``. A value is read as a TOML
 literal when it parses as one (``true``, ``5``, ``["a", "b"]``) and as a plain
 string otherwise; list settings also accept a comma-separated string.
+
+The sections of the core are fixed here. A handler application adds its own
+(``[rooms]``, say) by naming its dataclass in the registry
+(``handlers.REGISTRY.sections``): those tables are kept as read, checked
+against their dataclasses by :meth:`Settings.check_sections` when the server
+starts, and read with :meth:`Settings.section`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import os
 import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeVar
 
 ENV_PREFIX = "STAGEWIRE_"
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -100,30 +105,6 @@ class ApiSettings:
 
 
 @dataclass(frozen=True)
-class RoomsSettings:
-    """The rooms application (``handlers/rooms``): limits, membership cache, encryption at rest."""
-
-    encrypt_at_rest: bool = False
-    keys: tuple[str, ...] = ()  # base64 AES-256 keys, newest last: the last encrypts, all decrypt
-    max_body: int = 4000  # characters of a message body
-    membership_cache_ttl: float = 60.0  # seconds a cached "is a member" answer is trusted
-    membership_cache_size: int = 10000  # (room, user) answers cached per node
-
-    def __post_init__(self) -> None:
-        for key in self.keys:
-            try:
-                size = len(base64.b64decode(key, validate=True))
-            except (binascii.Error, ValueError):
-                size = 0
-            if size != 32:
-                raise ConfigError("rooms.keys: each key must be 32 random bytes in base64")
-        if self.encrypt_at_rest and not self.keys:
-            raise ConfigError("rooms.encrypt_at_rest needs rooms.keys (STAGEWIRE_ROOMS__KEYS)")
-        if self.max_body < 1:
-            raise ConfigError("rooms.max_body must be positive")
-
-
-@dataclass(frozen=True)
 class NamespaceSettings:
     """Rules of one channel namespace (the part of ``ns:name`` before the colon)."""
 
@@ -152,9 +133,26 @@ class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     broker: BrokerSettings = field(default_factory=BrokerSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
-    rooms: RoomsSettings = field(default_factory=RoomsSettings)
     namespaces: Mapping[str, NamespaceSettings] = field(default_factory=dict)
+    # The tables of sections that handler applications declare, as read.
+    apps: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     base_dir: str = "."
+    _built: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def section(self, name: str, cls: type[T]) -> T:
+        """An application's section ``[name]`` as a ``cls`` (its defaults if the table is absent)."""
+        built = self._built.get(name)
+        if not isinstance(built, cls):
+            built = self._built[name] = _build(cls, self.apps.get(name, {}), name)
+        return built
+
+    def check_sections(self, sections: Mapping[str, type]) -> None:
+        """Raise :class:`ConfigError` for a section no application declares, or a bad value in one."""
+        for name in self.apps:
+            if name not in sections:
+                raise ConfigError(f"unknown section [{name}]")
+        for name, cls in sections.items():
+            self.section(name, cls)
 
     def path(self, relative: str) -> Path:
         """Resolve a path setting against the directory of the config file."""
@@ -163,22 +161,34 @@ class Settings:
 
     def replace(self, **sections: Any) -> "Settings":
         """A copy with some sections replaced; sections may be given as dicts of changes."""
-        changes = {}
+        changes: dict[str, Any] = {}
+        apps = dict(self.apps)
         for name, value in sections.items():
+            if name not in _CORE_SECTIONS and name not in ("namespaces", "base_dir"):
+                apps[name] = {**apps.get(name, {}), **value}
+                changes["apps"] = apps
+                continue
             if isinstance(value, dict) and name != "namespaces":
                 value = dataclasses.replace(getattr(self, name), **value)
             elif name == "namespaces":
                 value = {k: _build(NamespaceSettings, {"name": k, **v}, f"namespaces.{k}")
                          if isinstance(v, dict) else v for k, v in value.items()}
             changes[name] = value
-        return dataclasses.replace(self, **changes)
+        return dataclasses.replace(self, **changes, _built={})
+
+
+_CORE_SECTIONS = frozenset(f.name for f in dataclasses.fields(Settings)) - {"namespaces", "apps", "base_dir", "_built"}
 
 
 def load_settings(
-    path: str | os.PathLike | None = None,
+    path: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
+    sections: Mapping[str, type] | None = None,
 ) -> Settings:
-    """Load ``config.toml`` (or ``path``) and apply ``STAGEWIRE_*`` overrides."""
+    """Load ``config.toml`` (or ``path``) and apply ``STAGEWIRE_*`` overrides.
+
+    With ``sections`` (the applications' sections), those are checked at once.
+    """
     environ = os.environ if environ is None else environ
     if path is None:
         path = environ.get("STAGEWIRE_CONFIG", "config.toml")
@@ -190,24 +200,37 @@ def load_settings(
     elif "STAGEWIRE_CONFIG" in environ or path.name != "config.toml":
         raise ConfigError(f"config file not found: {path}")
     _apply_env(raw, environ)
-    return settings_from_dict(raw, base_dir=str(path.resolve().parent))
+    return settings_from_dict(raw, base_dir=str(path.resolve().parent), sections=sections)
 
 
-def settings_from_dict(raw: Mapping[str, Any], base_dir: str = ".") -> Settings:
-    """Build :class:`Settings` from a parsed TOML document."""
+def settings_from_dict(
+    raw: Mapping[str, Any], base_dir: str = ".", sections: Mapping[str, type] | None = None
+) -> Settings:
+    """Build :class:`Settings` from a parsed TOML document.
+
+    Tables other than the core's are kept for the applications; with
+    ``sections`` they are checked at once (see :meth:`Settings.check_sections`).
+    """
     raw = dict(raw)
     namespaces_raw = raw.pop("namespaces", {}) or {}
-    sections: dict[str, Any] = {}
+    core: dict[str, Any] = {}
+    apps: dict[str, Mapping[str, Any]] = {}
     hints = typing.get_type_hints(Settings)
     for key, value in raw.items():
-        if key not in hints or key in ("namespaces", "base_dir"):
+        if key in _CORE_SECTIONS:
+            core[key] = _build(hints[key], value, key)
+        elif isinstance(value, Mapping):
+            apps[key] = value
+        else:
             raise ConfigError(f"unknown section [{key}]")
-        sections[key] = _build(hints[key], value, key)
     namespaces = {
         name: _build(NamespaceSettings, {**ns, "name": name}, f"namespaces.{name}")
         for name, ns in namespaces_raw.items()
     }
-    return Settings(**sections, namespaces=namespaces, base_dir=base_dir)
+    settings = Settings(**core, namespaces=namespaces, apps=apps, base_dir=base_dir)
+    if sections is not None:
+        settings.check_sections(sections)
+    return settings
 
 
 def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:

@@ -4,6 +4,10 @@ A connection never awaits its peer when something is sent to it: ``send``
 encodes and queues; the :class:`~server.writer.Writer` writes once per tick.
 ``close`` is idempotent and synchronous: it queues the ``disconnect`` push,
 flushes it, and lets a background task finish the WebSocket close handshake.
+
+A connection is given what it needs (the client settings, the flush
+scheduler, the node's counters and a way to run a background task), not the
+node: it knows nothing of hubs, brokers or other connections.
 """
 
 from __future__ import annotations
@@ -13,18 +17,20 @@ import enum
 import logging
 import secrets
 import time
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Callable, Coroutine, Mapping
 
 from aiohttp import web
 
 from server import protocol
+from server.auth.identity import Identity
+from server.config import ClientSettings
 from server.errors import CloseCode
+from server.ops.counters import Counters
 from server.protocol import Encoding
-from server.writer import Writer
+from server.writer import FlushScheduler, Writer
 
-if TYPE_CHECKING:
-    from server.auth import Identity
-    from server.node import Node
+Spawn = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]
+"""Runs a background task that its owner tracks and cancels on close."""
 
 log = logging.getLogger("stagewire.connection")
 
@@ -42,15 +48,17 @@ class Connection:
 
     def __init__(
         self,
-        node: Node,
         ws: web.WebSocketResponse,
         transport: asyncio.Transport,
         encoding: Encoding,
-        remote: str | None = None,
+        remote: str | None,
+        *,
+        settings: ClientSettings,
+        flusher: FlushScheduler,
+        counters: Counters,
+        spawn: Spawn,
     ) -> None:
-        settings = node.settings.client
         self.id = secrets.token_hex(8)
-        self.node = node
         self.ws = ws
         self.encoding = encoding
         self.remote = remote
@@ -59,19 +67,21 @@ class Connection:
         self.subscriptions: set[str] = set()
         self.writer = Writer(
             transport,
-            node.flusher,
+            flusher,
             binary=encoding.binary,
             limit=settings.write_buffer_limit,
             on_overflow=self._on_overflow,
         )
         self._transport = transport
+        self._counters = counters
+        self._spawn = spawn
         self._rate = settings.command_rate
         self._burst = float(settings.command_burst)
         self._tokens = self._burst
         self._refilled_at = time.monotonic()
         self._rejected = 0
         self._expiry_timer: asyncio.TimerHandle | None = None
-        self._close_task: asyncio.Task | None = None
+        self._close_task: asyncio.Task[None] | None = None
         # Resolved by the WebSocket handler once the connection is fully gone.
         self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -79,12 +89,12 @@ class Connection:
 
     def send(self, message: Mapping[str, Any]) -> None:
         """Encode and queue one message for this client."""
-        self.node.stats["messages_out"] += 1
+        self._counters.messages_out += 1
         self.writer.enqueue(protocol.encode(message, self.encoding))
 
     def send_encoded(self, payload: bytes) -> None:
         """Queue a message already encoded in this connection's encoding."""
-        self.node.stats["messages_out"] += 1
+        self._counters.messages_out += 1
         self.writer.enqueue(payload)
 
     # -- identity -----------------------------------------------------------
@@ -130,7 +140,7 @@ class Connection:
             self._expiry_timer.cancel()
             self._expiry_timer = None
         self.send_last(code, reason)
-        self._close_task = self.node.spawn(self._close_ws(code, reason))
+        self._close_task = self._spawn(self._close_ws(code, reason))
 
     async def wait_closed(self) -> None:
         """Wait for a close started by :meth:`close` to finish (it is bounded in time)."""
@@ -157,7 +167,7 @@ class Connection:
         self.writer.closed = True
 
     def _on_overflow(self) -> None:
-        self.node.count_slow()
+        self._counters.slow_disconnects += 1
         self.close(CloseCode.SLOW, "slow client: outbound buffer full")
 
     async def _close_ws(self, code: CloseCode, reason: str) -> None:

@@ -16,13 +16,15 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generic, Mapping, Ty
 
 import pydantic
 
-from server import logs, protocol
+from server import protocol
+from server.ops import logs
 from server.connection import State
 from server.errors import CommandError, Disconnect, ErrorCode, ProtocolError, StagewireError
 from server.validation import field_errors
 
 if TYPE_CHECKING:
-    from server.auth import Authenticator, Identity
+    from server.auth.identity import Identity
+    from server.auth.sessions import Authenticator
     from server.connection import Connection
     from server.node import Node
 
@@ -106,8 +108,8 @@ async def run_messages(ctx: Context, messages: list[Any], table: HandlerTable) -
 async def run_command(ctx: Context, command: protocol.Command, table: HandlerTable) -> None:
     """Run one command and queue its reply; never raises but :class:`Disconnect`."""
     after = None
-    stats = ctx.node.stats
-    stats["commands"] += 1
+    counters = ctx.node.counters
+    counters.commands += 1
     # Lines logged while the command runs carry "<conn>/<command id>" as their request id.
     request = logs.request_id.set(f"{ctx.conn.id}/{command.id}")
     try:
@@ -115,10 +117,10 @@ async def run_command(ctx: Context, command: protocol.Command, table: HandlerTab
     except Disconnect:
         raise
     except StagewireError as exc:
-        stats["command_errors"] += 1
+        counters.command_errors += 1
         reply = protocol.error_reply(command.id, exc)
     except Exception:
-        stats["command_errors"] += 1
+        counters.command_errors += 1
         log.exception("command %s failed", command.type)
         reply = protocol.error_reply(command.id, protocol.internal_error())
     else:

@@ -15,6 +15,12 @@ if it lost the channel's epoch, the database's epoch is restored into it.
 
 A commit that fails is reported to every publisher of the group, and nothing
 of it is delivered.
+
+:class:`DurableLog` is a :class:`~server.broker.base.Stream`, like a broker:
+``publish``, ``position`` and ``history`` take the same arguments, so the node
+asks a channel's stream without knowing whether it is durable. ``history``
+answers from the broker's window when that holds the exact range asked for,
+and from the database otherwise.
 """
 
 from __future__ import annotations
@@ -88,8 +94,9 @@ class DurableLog:
         self,
         channel: str,
         data: Any,
-        info: dict[str, Any] | None,
-        history: HistoryOptions,
+        *,
+        info: dict[str, Any] | None = None,
+        history: HistoryOptions = HistoryOptions(),
         idempotency_key: str | None = None,
     ) -> StreamPosition:
         """Store and then deliver one publication; returns its position once committed."""
@@ -132,8 +139,8 @@ class DurableLog:
                 for pending in batch:
                     self._positions.pop(pending.channel, None)
                 await asyncio.sleep(0.005 * (attempt + 1))
-            except BrokerUnavailable:
-                self._fail(batch, CommandError(ErrorCode.UNAVAILABLE, "broker temporarily unavailable"))
+            except BrokerUnavailable as exc:
+                self._fail(batch, exc)
                 return
             except Exception:
                 log.warning("storing %d durable publications failed", len(batch), exc_info=True)
@@ -203,7 +210,7 @@ class DurableLog:
         if not missing or missing[-1].offset < target.offset:
             await self._broker.restore_position(channel, target)
 
-    def _fail(self, batch: list[_Pending], error: CommandError) -> None:
+    def _fail(self, batch: list[_Pending], error: Exception) -> None:
         for pending in batch:
             if not pending.future.done():
                 pending.future.set_exception(error)
@@ -228,6 +235,35 @@ class DurableLog:
                 position = broker_position
         self._positions[channel] = position
         return position
+
+    async def history(
+        self,
+        channel: str,
+        *,
+        since: StreamPosition | None = None,
+        limit: int = 100,
+        reverse: bool = False,
+    ) -> tuple[list[Publication], StreamPosition]:
+        """The exact run of stored offsets asked for, and the channel's position.
+
+        The newest ``limit`` publications (``reverse``), or the ``limit`` ones
+        right after ``since``; none if ``since`` names another epoch.
+        """
+        pubs, _ = await self._broker.history(channel, since=since, limit=limit, reverse=reverse)
+        top = await self.position(channel)
+        start = since if since is not None else StreamPosition(0, top.epoch)
+        if start.epoch != top.epoch:
+            return [], top
+        wanted = min(limit, max(0, top.offset - start.offset))
+        expected = (
+            list(range(top.offset, top.offset - wanted, -1))
+            if reverse
+            else list(range(start.offset + 1, start.offset + wanted + 1))
+        )
+        if [p.offset for p in pubs[:wanted]] != expected:
+            # The broker keeps a window; the database keeps everything.
+            pubs = await self.read(channel, start, wanted, reverse=reverse)
+        return pubs[:wanted], top
 
     async def read(self, channel: str, since: StreamPosition, limit: int, reverse: bool = False) -> list[Publication]:
         """Stored publications after ``since`` (in ``since.epoch``), oldest first unless ``reverse``."""

@@ -7,10 +7,18 @@ and as the WebSocket close code.
 
 Exception tree::
 
-    StagewireError                  code: ErrorCode, message, fields
-    ├── ProtocolError               a frame or command that cannot be understood
-    ├── CommandError                a well-formed command that was refused
-    └── Disconnect                  ends the connection: code: CloseCode
+    StagewireError                  code: ErrorCode, message, fields; a reply or HTTP error
+    ├── ProtocolError               a frame, command or body that cannot be understood
+    └── CommandError                a well-formed command that was refused
+        ├── BrokerUnavailable       UNAVAILABLE: the broker or presence store cannot serve now
+        ├── OffsetConflict          CONFLICT: a compare-and-set publish found the channel behind
+        └── TooManyAttempts         TOO_MANY_REQUESTS, with ``retry_after`` (server.auth.limiter)
+
+    Disconnect                      not a reply: ends the connection with a CloseCode
+
+Whoever raises one of these has said everything a caller needs: a handler,
+the node or a backend raises it, and the WebSocket and HTTP shells turn it
+into the client's ``error`` object, with no translation on the way.
 
 Error codes (replies; the connection stays open)::
 
@@ -27,7 +35,7 @@ Close codes (the connection ends)::
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Mapping
+from typing import Any, Mapping
 
 
 class ErrorCode(IntEnum):
@@ -126,6 +134,32 @@ class ProtocolError(StagewireError):
 
 class CommandError(StagewireError):
     """A well-formed command that the server refused."""
+
+
+class BrokerUnavailable(CommandError):
+    """The broker (or the presence store) cannot serve now; the caller may retry later.
+
+    The client is told only that the backend is temporarily unavailable;
+    ``detail`` (the backend's own words) is for the logs.
+    """
+
+    def __init__(self, detail: str = "", message: str = "broker temporarily unavailable") -> None:
+        super().__init__(ErrorCode.UNAVAILABLE, message)
+        self.detail = detail or message
+
+    def __str__(self) -> str:
+        return self.detail
+
+
+class OffsetConflict(CommandError):
+    """A compare-and-set publish found the channel behind the expected offset.
+
+    ``current`` is the channel's position (a ``StreamPosition``) as the broker has it.
+    """
+
+    def __init__(self, current: Any) -> None:
+        super().__init__(ErrorCode.CONFLICT, f"channel is at offset {current.offset}")
+        self.current = current
 
 
 class Disconnect(Exception):

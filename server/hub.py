@@ -1,89 +1,122 @@
-"""The hub: which local connections are subscribed to which channel.
+"""The hub: which local connections are subscribed to which channel, and fan-out.
 
-The hub owns the node's subscriptions. Only two transitions reach the broker:
-a channel's first local subscriber (``broker.subscribe``) and its last one
-leaving (``broker.unsubscribe``). A per-channel lock serialises those broker
-calls, and each call reconciles what the broker should hold with what the hub
-holds, so racing subscribes and unsubscribes settle on the right state.
+The hub is pure: it does no I/O and knows no broker. It keeps the node's
+subscriptions and answers the two questions the node asks the broker about:
+is this a channel's first local subscriber (:meth:`Hub.add` returns True),
+and did its last one just leave (:meth:`Hub.remove` returns True). The node
+makes the broker calls and rolls back on failure.
 
-``broadcast`` is the fan-out: encode once per encoding, queue on every
-subscriber's writer, await nobody.
+``broadcast`` is the fan-out: encode once per encoding, hand the bytes to
+every subscriber's writer, await nobody. Subscribers are kept grouped by
+encoding, so the loop over them has no branch: one call per subscriber.
 
 A new subscription starts *pending*: while the node reads the channel's
-position or history from the broker, pushes for that connection are buffered
-instead of sent, so the ``subscribe`` reply always comes first and recovered
-publications are never duplicated or reordered. ``activate`` then delivers the
-buffer (skipping what the reply already covered) and makes the subscription live.
+position or history from the broker, messages for that subscriber are
+buffered instead of sent, so the ``subscribe`` reply always comes first and
+recovered publications are never duplicated or reordered. :meth:`activate`
+then delivers the buffer (skipping what the reply already covered) and makes
+the subscription live.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import Any, Callable, Generic, Iterator, Mapping, Protocol, TypeVar
 
 from server import protocol
-from server.broker.base import Broker
 from server.protocol import Encoding
 
-if TYPE_CHECKING:
-    from server.connection import Connection
 
-log = logging.getLogger("stagewire.hub")
+class Output(Protocol):
+    """Where a subscriber's encoded messages go (a :class:`~server.writer.Writer`)."""
+
+    def enqueue(self, payload: bytes) -> None: ...
 
 
-class Hub:
-    def __init__(self, broker: Broker) -> None:
-        self._broker = broker
-        self._subscribers: dict[str, set[Connection]] = {}
-        self._pending: dict[str, dict[Connection, list[Mapping[str, Any]]]] = {}
-        self._held: set[str] = set()  # channels the broker delivers to us
-        self._locks: dict[str, asyncio.Lock] = {}
+class Subscriber(Protocol):
+    """What the hub needs of a connection."""
 
-    async def subscribe(self, conn: Connection, channel: str) -> None:
-        """Add ``conn`` to ``channel`` as pending; subscribe the node in the broker if needed.
+    @property
+    def encoding(self) -> Encoding: ...
 
-        Pushes for ``conn`` on ``channel`` are buffered until :meth:`activate`.
+    @property
+    def writer(self) -> Output: ...
+
+    @property
+    def subscriptions(self) -> set[str]: ...
+
+    def send(self, message: Mapping[str, Any]) -> None: ...
+
+
+Enqueue = Callable[[bytes], None]
+S = TypeVar("S", bound=Subscriber)
+
+
+class Hub(Generic[S]):
+    """Channel → local subscribers, pending and live."""
+
+    __slots__ = ("_live", "_pending")
+
+    def __init__(self) -> None:
+        # channel → encoding → subscriber → its writer's enqueue (bound once, called per message)
+        self._live: dict[str, dict[Encoding, dict[S, Enqueue]]] = {}
+        # channel → subscriber → messages held back until activate
+        self._pending: dict[str, dict[S, list[Mapping[str, Any]]]] = {}
+
+    def add(self, sub: S, channel: str) -> bool:
+        """Add a pending subscription; True if ``channel`` had no local subscriber before.
+
+        Messages for ``sub`` on ``channel`` are buffered until :meth:`activate`.
         """
-        self._pending.setdefault(channel, {})[conn] = []
-        conn.subscriptions.add(channel)
-        if channel not in self._held:
-            try:
-                await self._reconcile(channel)
-            except BaseException:
-                self._remove(conn, channel)
-                raise
+        first = not self.wanted(channel)
+        self._pending.setdefault(channel, {})[sub] = []
+        sub.subscriptions.add(channel)
+        return first
 
-    def activate(self, conn: Connection, channel: str, covered_offset: int) -> None:
+    def activate(self, sub: S, channel: str, covered_offset: int) -> None:
         """Make a pending subscription live, sending what was buffered meanwhile.
 
         Publications up to ``covered_offset`` were reported in the subscribe
         reply (as its position or as recovered publications) and are skipped.
         """
         pending = self._pending.get(channel)
-        buffered = pending.pop(conn, None) if pending is not None else None
+        buffered = pending.pop(sub, None) if pending is not None else None
         if pending is not None and not pending:
             del self._pending[channel]
-        if buffered is None or channel not in conn.subscriptions:
+        if buffered is None or channel not in sub.subscriptions:
             return
         for message in buffered:
             if message.get("type") == "pub" and message["offset"] <= covered_offset:
                 continue
-            conn.send(message)
-        self._subscribers.setdefault(channel, set()).add(conn)
+            sub.send(message)
+        groups = self._live.setdefault(channel, {})
+        groups.setdefault(sub.encoding, {})[sub] = sub.writer.enqueue
 
-    async def unsubscribe(self, conn: Connection, channel: str) -> None:
-        """Remove ``conn`` from ``channel``; unsubscribe the node if it was the last."""
-        if self._remove(conn, channel):
-            await self._reconcile(channel)
+    def remove(self, sub: S, channel: str) -> bool:
+        """Remove one subscription; True when ``channel`` has no local subscriber left."""
+        sub.subscriptions.discard(channel)
+        pending = self._pending.get(channel)
+        if pending is not None:
+            pending.pop(sub, None)
+            if not pending:
+                del self._pending[channel]
+        groups = self._live.get(channel)
+        if groups is not None:
+            members = groups.get(sub.encoding)
+            if members is not None:
+                members.pop(sub, None)
+                if not members:
+                    del groups[sub.encoding]
+            if not groups:
+                del self._live[channel]
+        return not self.wanted(channel)
 
-    def remove_connection(self, conn: Connection) -> list[str]:
-        """Drop every subscription of a closing connection; returns the channels it left."""
-        left = list(conn.subscriptions)
-        for channel in left:
-            if self._remove(conn, channel):
-                asyncio.get_running_loop().create_task(self._reconcile_quietly(channel))
-        return left
+    def remove_all(self, sub: S) -> list[str]:
+        """Drop every subscription of a closing connection; returns the channels now without subscribers."""
+        return [channel for channel in list(sub.subscriptions) if self.remove(sub, channel)]
+
+    def wanted(self, channel: str) -> bool:
+        """Whether ``channel`` has a local subscriber, pending or live."""
+        return channel in self._live or channel in self._pending
 
     def broadcast(self, channel: str, message: Mapping[str, Any]) -> int:
         """Queue ``message`` for every local subscriber of ``channel``; returns how many."""
@@ -91,74 +124,26 @@ class Hub:
         if pending:
             for buffer in pending.values():
                 buffer.append(message)
-        subscribers = self._subscribers.get(channel)
-        if not subscribers:
+        groups = self._live.get(channel)
+        if not groups:
             return 0
-        as_json = as_msgpack = None
-        for conn in subscribers:
-            if conn.encoding is Encoding.JSON:
-                if as_json is None:
-                    as_json = protocol.encode(message, Encoding.JSON)
-                conn.writer.enqueue(as_json)
-            else:
-                if as_msgpack is None:
-                    as_msgpack = protocol.encode(message, Encoding.MSGPACK)
-                conn.writer.enqueue(as_msgpack)
-        return len(subscribers)
+        count = 0
+        for encoding, members in groups.items():
+            payload = protocol.encode(message, encoding)
+            for enqueue in members.values():
+                enqueue(payload)
+            count += len(members)
+        return count
 
-    def subscribers(self, channel: str) -> set[Connection]:
-        return self._subscribers.get(channel, set())
+    def subscribers(self, channel: str) -> list[S]:
+        """The live subscribers of ``channel``."""
+        return [sub for members in self._live.get(channel, {}).values() for sub in members]
 
     def channels(self) -> Iterator[tuple[str, int]]:
-        """``(channel, local subscriber count)`` for every channel with subscribers."""
-        for channel, subscribers in self._subscribers.items():
-            if subscribers:
-                yield channel, len(subscribers)
+        """``(channel, live local subscriber count)`` for every channel with live subscribers."""
+        for channel, groups in self._live.items():
+            yield channel, sum(len(members) for members in groups.values())
 
-    @property
-    def held_channels(self) -> set[str]:
-        """Channels the broker currently delivers to this node."""
-        return set(self._held)
-
-    def _remove(self, conn: Connection, channel: str) -> bool:
-        """Remove one subscription; True when the channel has no local subscriber left."""
-        conn.subscriptions.discard(channel)
-        pending = self._pending.get(channel)
-        if pending is not None:
-            pending.pop(conn, None)
-            if not pending:
-                del self._pending[channel]
-        subscribers = self._subscribers.get(channel)
-        if subscribers is not None:
-            subscribers.discard(conn)
-            if not subscribers:
-                del self._subscribers[channel]
-        return not self._wanted(channel)
-
-    def _wanted(self, channel: str) -> bool:
-        return bool(self._subscribers.get(channel) or self._pending.get(channel))
-
-    async def _reconcile(self, channel: str) -> None:
-        lock = self._locks.get(channel)
-        if lock is None:
-            lock = self._locks[channel] = asyncio.Lock()
-        try:
-            async with lock:
-                wanted = self._wanted(channel)
-                if wanted and channel not in self._held:
-                    await self._broker.subscribe(channel)
-                    self._held.add(channel)
-                elif not wanted and channel in self._held:
-                    self._held.discard(channel)
-                    await self._broker.unsubscribe(channel)
-        finally:
-            if not lock.locked() and not lock._waiters:  # type: ignore[attr-defined]
-                self._locks.pop(channel, None)
-
-    async def _reconcile_quietly(self, channel: str) -> None:
-        try:
-            await self._reconcile(channel)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.warning("broker unsubscribe of %s failed; will retry on resubscribe", channel, exc_info=True)
+    def wanted_channels(self) -> set[str]:
+        """Every channel with a local subscriber, pending or live."""
+        return self._live.keys() | self._pending.keys()

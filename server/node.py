@@ -3,9 +3,15 @@
     publish → broker → node.on_publication → hub.broadcast → connection writers
 
 Every publication takes this path, even on one machine with the memory broker,
-so a single node behaves exactly like a member of a cluster. The node also
-keeps the registry of local connections (by user and by session) and carries
-out cluster-wide control messages such as "disconnect this user".
+so a single node behaves exactly like a member of a cluster. The node keeps
+the registry of local connections (by user and by session), asks the broker
+to hold a channel when the hub reports its first local subscriber (and to
+drop it when the last one left, rolling back on failure), and carries out
+cluster-wide control messages such as "disconnect this user".
+
+Errors of the broker, the presence store and the durable log are
+:class:`~server.errors.StagewireError` s with their own codes, so they pass
+through here to the client unchanged.
 """
 
 from __future__ import annotations
@@ -15,22 +21,23 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Coroutine, Mapping, Sequence
+from typing import Any, Callable, Coroutine, Mapping, Sequence
+
+from aiohttp import web
 
 from server import channels, protocol
-from server.broker.base import Broker, BrokerUnavailable, Publication, StreamPosition
+from server.auth.identity import Identity
+from server.broker.base import Broker, BrokerUnavailable, Publication, Stream, StreamPosition
 from server.config import NamespaceSettings, Settings
 from server.connection import Connection, State
 from server.durable import DurableLog
 from server.errors import CloseCode, CommandError, ErrorCode
 from server.hub import Hub
-from server.metrics import LatencyHistogram
+from server.ops.counters import Counters, LatencyHistogram
 from server.presence.base import PresenceStore
 from server.presence.tracker import PresenceTracker
+from server.protocol import Encoding
 from server.writer import FlushScheduler
-
-if TYPE_CHECKING:
-    from server.auth import Identity
 
 log = logging.getLogger("stagewire.node")
 
@@ -56,15 +63,21 @@ class Node:
         self.id = secrets.token_hex(6)
         self.settings = settings
         self.broker = broker
-        self.hub = Hub(broker)
+        self.hub: Hub[Connection] = Hub()
         self.durable = DurableLog(broker, max_batch=settings.database.group_commit_max)
         self.flusher = FlushScheduler(asyncio.get_running_loop(), settings.client.write_delay)
+        self.counters = Counters()
+        self.publish_latency = LatencyHistogram()
         self.connections: dict[str, Connection] = {}
         self._by_user: dict[str, set[Connection]] = {}
         self._by_session: dict[str, set[Connection]] = {}
-        self._tasks: set[asyncio.Task] = set()
-        self._pinger: asyncio.Task | None = None
-        self._presence_task: asyncio.Task | None = None
+        # Channels the broker delivers to this node, and a lock per channel while
+        # a subscribe or unsubscribe of it is in flight.
+        self._held: set[str] = set()
+        self._hold_locks: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._pinger: asyncio.Task[None] | None = None
+        self._presence_task: asyncio.Task[None] | None = None
         self.presence = PresenceTracker(
             presence, broker, settings.namespaces, settings.broker.presence_ttl, self.spawn
         )
@@ -72,13 +85,6 @@ class Node:
         self._control_listeners: dict[str, list[Callable[[dict[str, Any]], None]]] = {}
         # After the listeners: a bound authorizer may listen to control messages.
         self.authorizers: Mapping[str, channels.Authorizer] = channels.bind_authorizers(authorizers or {}, self)
-        # Plain counters, read by /metrics and the stats publisher (server/metrics.py,
-        # server/stats.py). Deliveries are added once per publication, not per subscriber.
-        self.stats = {
-            "slow_disconnects": 0, "publications": 0, "deliveries": 0, "connections_accepted": 0,
-            "commands": 0, "command_errors": 0, "messages_out": 0,
-        }
-        self.publish_latency = LatencyHistogram()
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -87,7 +93,7 @@ class Node:
         await self.durable.start()
         self._pinger = asyncio.create_task(self._ping_forever(), name="node-ping")
         self._presence_task = asyncio.create_task(
-            self.presence.run(lambda: list(self.connections.values()), lambda: self.hub.held_channels),
+            self.presence.run(lambda: list(self.connections.values()), self.held_channels),
             name="node-presence",
         )
 
@@ -109,7 +115,7 @@ class Node:
         await self.durable.close()
         await self.broker.close()
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task:
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run a background task that the node tracks and cancels on close."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
@@ -118,9 +124,17 @@ class Node:
 
     # -- connections ------------------------------------------------------------
 
-    def register(self, conn: Connection) -> None:
+    def connect(
+        self, ws: web.WebSocketResponse, transport: asyncio.Transport, encoding: Encoding, remote: str | None
+    ) -> Connection:
+        """A new connection of this node, registered (call :meth:`unregister` when it ends)."""
+        conn = Connection(
+            ws, transport, encoding, remote,
+            settings=self.settings.client, flusher=self.flusher, counters=self.counters, spawn=self.spawn,
+        )
         self.connections[conn.id] = conn
-        self.stats["connections_accepted"] += 1
+        self.counters.connections_accepted += 1
+        return conn
 
     def set_identity(self, conn: Connection, identity: Identity) -> None:
         """Give a connection its identity (on connect or refresh) and index it by user and session."""
@@ -140,19 +154,27 @@ class Node:
         if identity is not None:
             _discard(self._by_user, identity.username, conn)
             _discard(self._by_session, identity.session_id, conn)
-        self.presence.leave_all(conn, self.hub.remove_connection(conn))
+        subscribed = list(conn.subscriptions)
+        for channel in self.hub.remove_all(conn):
+            self.spawn(self._release_quietly(channel))
+        self.presence.leave_all(conn, subscribed)
+
+    def connections_of(self, username: str) -> set[Connection]:
+        """This node's connections of ``username``."""
+        return set(self._by_user.get(username, ()))
 
     def user_count(self) -> int:
         """Distinct users with a connection on this node."""
         return len(self._by_user)
 
-    def count_slow(self) -> None:
-        self.stats["slow_disconnects"] += 1
-
     # -- channels ---------------------------------------------------------------
 
     def namespace(self, channel: str) -> NamespaceSettings:
         return channels.namespace_of(channel, self.settings.namespaces)
+
+    def stream(self, ns: NamespaceSettings) -> Stream:
+        """Where the namespace's publications are numbered and kept: the durable log or the broker."""
+        return self.durable if ns.persist else self.broker
 
     async def authorize_subscribe(self, identity: Identity, channel: str) -> NamespaceSettings:
         """The channel's namespace, once ``identity`` may read it (subscribe, history, presence)."""
@@ -174,41 +196,32 @@ class Node:
             raise CommandError(ErrorCode.ALREADY_SUBSCRIBED, f"already subscribed to {channel}")
         if len(conn.subscriptions) >= self.settings.client.max_subscriptions:
             raise CommandError(ErrorCode.LIMIT_EXCEEDED, "too many subscriptions")
+        self.hub.add(conn, channel)
         try:
-            await self.hub.subscribe(conn, channel)
+            if channel not in self._held:
+                # The first local subscriber, or one arriving while the first one's
+                # broker subscribe is in flight: either way, wait until it is held.
+                await self._reconcile(channel)
+            stream = self.stream(ns)
             if recover_since is None:
-                sub = Subscription(await self._position(channel, ns), None, [])
+                sub = Subscription(await stream.position(channel), None, [])
             else:
-                sub = await self._recover(channel, recover_since, ns)
+                sub = await self._recover(stream, channel, recover_since, ns)
             sub.joined = await self.presence.join(conn, channel)
             return sub
-        except BaseException as exc:
-            await self.hub.unsubscribe(conn, channel)
-            if isinstance(exc, BrokerUnavailable):
-                raise CommandError(ErrorCode.UNAVAILABLE, "broker temporarily unavailable") from None
+        except BaseException:
+            if self.hub.remove(conn, channel):
+                await self._release(channel)
             raise
 
-    async def _position(self, channel: str, ns: NamespaceSettings) -> StreamPosition:
-        if ns.persist:
-            return await self.durable.position(channel)
-        return await self.broker.position(channel)
-
-    async def _recover(self, channel: str, since: StreamPosition, ns: NamespaceSettings) -> Subscription:
-        if ns.persist:
-            top = await self.durable.position(channel)
-            gap = top.offset - since.offset
-            if since.epoch != top.epoch or not 0 <= gap <= max(ns.history_size, ns.recover_max):
-                return Subscription(top, False, [])
-            pubs, _ = await self.broker.history(channel, since=since, limit=gap or 1)
-            if not _contiguous(pubs, since.offset, gap):
-                # Older than the broker's window: the database has every durable publication.
-                pubs = await self.durable.read(channel, since, gap)
-        else:
-            # One broker call: the window and its top (an unknown epoch gives no publications).
-            pubs, top = await self.broker.history(channel, since=since, limit=max(ns.history_size, 1))
-            gap = top.offset - since.offset
+    async def _recover(
+        self, stream: Stream, channel: str, since: StreamPosition, ns: NamespaceSettings
+    ) -> Subscription:
+        # A broker keeps at most history_size of them; the durable log keeps every one.
+        limit = max(ns.history_size, ns.recover_max, 1)
+        pubs, top = await stream.history(channel, since=since, limit=limit)
         pubs = [p for p in pubs if p.offset <= top.offset]
-        complete = since.epoch == top.epoch and _contiguous(pubs, since.offset, gap)
+        complete = since.epoch == top.epoch and _contiguous(pubs, since.offset, top.offset - since.offset)
         # Never a partial replay: either every missed publication, or none.
         return Subscription(top, complete, pubs if complete else [])
 
@@ -221,36 +234,17 @@ class Node:
     async def history(
         self, channel: str, since: StreamPosition | None, limit: int, reverse: bool
     ) -> tuple[list[Publication], StreamPosition]:
-        ns = self.namespace(channel)
-        try:
-            pubs, top = await self.broker.history(channel, since=since, limit=limit, reverse=reverse)
-            if not ns.persist:
-                return pubs, top
-            top = await self.durable.position(channel)
-            start = since if since is not None else StreamPosition(0, top.epoch)
-            if start.epoch != top.epoch:
-                return [], top
-            wanted = min(limit, max(0, top.offset - start.offset))
-            # The answer must be the exact run of offsets asked for: the newest
-            # ``wanted`` ones (reverse), or the ``wanted`` ones right after ``start``.
-            expected = (
-                list(range(top.offset, top.offset - wanted, -1))
-                if reverse
-                else list(range(start.offset + 1, start.offset + wanted + 1))
-            )
-            if [p.offset for p in pubs[:wanted]] != expected:
-                # The broker keeps a window; the database keeps everything.
-                pubs = await self.durable.read(channel, start, wanted, reverse=reverse)
-            return pubs[:wanted], top
-        except BrokerUnavailable:
-            raise CommandError(ErrorCode.UNAVAILABLE, "broker temporarily unavailable") from None
+        return await self.stream(self.namespace(channel)).history(
+            channel, since=since, limit=limit, reverse=reverse
+        )
 
     async def unsubscribe(self, conn: Connection, channel: str, reason: str | None = None) -> None:
         """End a subscription; with a ``reason`` the server ended it, and the client is told."""
         self.namespace(channel)  # an unknown namespace is an error here too
         if channel not in conn.subscriptions:
             raise CommandError(ErrorCode.NOT_SUBSCRIBED, f"not subscribed to {channel}")
-        await self.hub.unsubscribe(conn, channel)
+        if self.hub.remove(conn, channel):
+            await self._release(channel)
         if reason is not None:
             conn.send(protocol.unsubscribe_push(channel, reason))
         await self.presence.leave(conn, channel)
@@ -262,34 +256,62 @@ class Node:
         info: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
     ) -> StreamPosition:
-        """Publish through the broker (durable namespaces: stored first); never a silent drop."""
+        """Publish through the channel's stream (durable namespaces: stored first); never a silent drop."""
         ns = self.namespace(channel)
-        history = channels.history_options(ns)
         started = time.perf_counter()
-        try:
-            if ns.persist:
-                position = await self.durable.publish(channel, data, info, history, idempotency_key)
-            else:
-                position = await self.broker.publish(
-                    channel, data, info=info, history=history, idempotency_key=idempotency_key
-                )
-        except BrokerUnavailable:
-            raise CommandError(ErrorCode.UNAVAILABLE, "broker temporarily unavailable") from None
+        position = await self.stream(ns).publish(
+            channel, data, info=info, history=channels.history_options(ns), idempotency_key=idempotency_key
+        )
         self.publish_latency.observe(time.perf_counter() - started)
         return position
 
     async def presence_of(self, channel: str) -> dict[str, int]:
         """Users present in ``channel`` across the cluster, with their connection counts."""
-        try:
-            return await self.presence.store.users(channel)
-        except BrokerUnavailable:
-            raise CommandError(ErrorCode.UNAVAILABLE, "presence temporarily unavailable") from None
+        return await self.presence.store.users(channel)
 
     async def presence_stats(self, channel: str) -> tuple[int, int]:
+        return await self.presence.store.stats(channel)
+
+    # -- what the broker holds ---------------------------------------------------
+
+    def held_channels(self) -> set[str]:
+        """Channels the broker currently delivers to this node."""
+        return set(self._held)
+
+    async def _release(self, channel: str) -> None:
+        """The hub's last subscriber of ``channel`` left: let the broker drop it."""
+        await self._reconcile(channel)
+
+    async def _release_quietly(self, channel: str) -> None:
         try:
-            return await self.presence.store.stats(channel)
-        except BrokerUnavailable:
-            raise CommandError(ErrorCode.UNAVAILABLE, "presence temporarily unavailable") from None
+            await self._reconcile(channel)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.warning("broker unsubscribe of %s failed; will retry on resubscribe", channel, exc_info=True)
+
+    async def _reconcile(self, channel: str) -> None:
+        """Make the broker hold ``channel`` exactly when the hub wants it.
+
+        One call at a time per channel; each compares what the hub wants now
+        with what the broker holds, so racing subscribes and unsubscribes
+        settle on the right state.
+        """
+        lock = self._hold_locks.get(channel)
+        if lock is None:
+            lock = self._hold_locks[channel] = asyncio.Lock()
+        try:
+            async with lock:
+                wanted = self.hub.wanted(channel)
+                if wanted and channel not in self._held:
+                    await self.broker.subscribe(channel)
+                    self._held.add(channel)
+                elif not wanted and channel in self._held:
+                    self._held.discard(channel)
+                    await self.broker.unsubscribe(channel)
+        finally:
+            if not lock.locked() and not lock._waiters:  # type: ignore[attr-defined]
+                self._hold_locks.pop(channel, None)
 
     # -- control ------------------------------------------------------------------
 
@@ -315,20 +337,20 @@ class Node:
         except BrokerUnavailable:
             # Still act locally; other nodes re-check the session when a client reconnects.
             self.on_control(message)
-            raise CommandError(ErrorCode.UNAVAILABLE, "broker temporarily unavailable") from None
+            raise
 
     # -- BrokerHandler ------------------------------------------------------------
 
     def on_publication(self, pub: Publication) -> None:
         message = protocol.pub_push(pub.channel, pub.offset, pub.data, pub.info)
-        stats = self.stats
+        counters = self.counters
         delivered = self.hub.broadcast(pub.channel, message)
-        stats["publications"] += 1
-        stats["deliveries"] += delivered
-        stats["messages_out"] += delivered
+        counters.publications += 1
+        counters.deliveries += delivered
+        counters.messages_out += delivered
 
     def on_presence(self, kind: str, channel: str, info: dict[str, Any]) -> None:
-        self.stats["messages_out"] += self.hub.broadcast(channel, protocol.presence_push(kind, channel, info))
+        self.counters.messages_out += self.hub.broadcast(channel, protocol.presence_push(kind, channel, info))
 
     def on_control(self, message: dict[str, Any]) -> None:
         op = message.get("op")

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+
 import pydantic
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from server import logs, protocol
+from server import protocol
+from server.ops import logs
 from server.appkeys import AUTH, HANDLER_TABLE, NODE, SETTINGS
 from server.connection import Connection
 from server.dispatch import Context, HandlerTable, Params, dispatch_frame, run_messages, validation_error
@@ -71,14 +73,13 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     transport = request.transport
     if transport is None:
         return ws
-    conn = Connection(node, ws, transport, protocol.encoding_for(ws.ws_protocol), request.remote)
+    conn = node.connect(ws, transport, protocol.encoding_for(ws.ws_protocol), request.remote)
     ws.connection = conn
     # Every line logged by this task (commands, handlers) now names the connection.
     logs.conn_id.set(conn.id)
     started = time.monotonic()
     ctx = Context(conn, node, request.app[AUTH])
     table = request.app[HANDLER_TABLE]
-    node.register(conn)
     try:
         http_request = logs.request_id.get()
         await _handshake(ctx, ws, settings.client.connect_timeout, table)
@@ -120,7 +121,7 @@ async def _handshake(ctx: Context, ws: _WebSocket, timeout: float, table: Handle
     if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
         raise Disconnect(CloseCode.NORMAL, "closed before connect")
     command_id = None
-    ctx.node.stats["commands"] += 1
+    ctx.node.counters.commands += 1
     try:
         messages = protocol.decode_frame(msg.data, conn.encoding)
         command = protocol.parse_command(messages[0])
@@ -139,7 +140,7 @@ async def _handshake(ctx: Context, ws: _WebSocket, timeout: float, table: Handle
     except StagewireError as exc:
         if isinstance(exc, ProtocolError) and exc.command_id is not None:
             command_id = exc.command_id
-        ctx.node.stats["command_errors"] += 1
+        ctx.node.counters.command_errors += 1
         log.info("connect refused: %s", exc.message, extra={"error": int(exc.code), "remote": conn.remote})
         conn.send(protocol.error_reply(command_id, exc))
         if exc.code is ErrorCode.TOKEN_EXPIRED:

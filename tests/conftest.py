@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from handlers import REGISTRY
 from server.app import create_app
 from server.config import Settings, settings_from_dict
 from tests.helpers import WSClient, connect_ws
@@ -48,7 +49,7 @@ def make_settings(tmp_path, **sections: dict[str, Any]) -> Settings:
             raw["namespaces"] = values
         else:
             raw.setdefault(name, {}).update(values)
-    return settings_from_dict(raw, base_dir=str(tmp_path))
+    return settings_from_dict(raw, base_dir=str(tmp_path), sections=REGISTRY.sections)
 
 
 @pytest.fixture

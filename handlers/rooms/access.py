@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from handlers.rooms.bodies import codec_for
 from handlers.rooms.membership import CONTROL_OP
+from handlers.rooms.settings import rooms_section
 from handlers.rooms.views import NAMESPACES
 from models.rooms import Membership, Room, RoomRole
 from server.errors import CommandError, ErrorCode
@@ -30,7 +31,7 @@ log = logging.getLogger("stagewire.rooms")
 
 
 class Actor(Protocol):
-    """Who is asking: a verified identity (``server.auth.Identity``)."""
+    """Who is asking: a verified identity (``server.auth.sessions.Identity``)."""
 
     user_id: int
     username: str
@@ -65,7 +66,7 @@ class ServiceBase:
                 + ", ".join(f"[namespaces.{ns}]" for ns in missing),
             )
         self.node = node
-        self.settings = node.settings.rooms
+        self.settings = rooms_section(node.settings)
         self.codec = codec_for(self.settings)
 
     async def room(self, room_id: int) -> Room:

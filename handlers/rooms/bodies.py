@@ -15,8 +15,8 @@ from __future__ import annotations
 import base64
 import functools
 
-from server.config import RoomsSettings
-from server.crypto import DecryptionError, Keyring
+from handlers.rooms.settings import RoomsSettings
+from handlers.rooms.crypto import DecryptionError, Keyring
 
 __all__ = ["BodyCodec", "DecryptionError", "codec_for"]
 

@@ -22,6 +22,7 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
+from handlers.rooms.settings import rooms_section
 from handlers.rooms.views import room_id_of
 from models.rooms import Membership
 from server.channels import Authorizer, Subject
@@ -63,7 +64,7 @@ class MembershipCache:
     """One node's cached membership answers for one namespace."""
 
     def __init__(self, node: Node, namespace: str) -> None:
-        settings = node.settings.rooms
+        settings = rooms_section(node.settings)
         self.node = node
         self.namespace = namespace
         self.ttl = settings.membership_cache_ttl

@@ -22,7 +22,8 @@ from collections.abc import Sequence
 from handlers.rooms.bodies import BodyCodec
 from models.db import close_db, init_db
 from models.rooms import Message
-from server.config import RoomsSettings, load_settings
+from handlers.rooms.settings import RoomsSettings, rooms_section
+from server.config import load_settings
 
 
 async def rekey_messages(settings: RoomsSettings, batch: int = 500) -> int:
@@ -58,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     async def run() -> int:
         ctx = await init_db(settings, migrate=False)
         try:
-            return await rekey_messages(settings.rooms, args.batch)
+            return await rekey_messages(rooms_section(settings), args.batch)
         finally:
             await close_db(ctx)
 

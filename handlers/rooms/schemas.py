@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 import pydantic
 from pydantic import AfterValidator, Field
 
-from server.auth import check_username
+from server.auth.sessions import check_username
 from server.dispatch import Params
 
 MAX_ID = 2**63 - 1

@@ -9,19 +9,16 @@ client publish rule: the server may always publish.
 
 from __future__ import annotations
 
-import hmac
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import pydantic
 from aiohttp import web
 
-from models.apikey import ApiKey, key_hash
 from server import protocol
-from server.api import common
-from server.appkeys import NODE, SETTINGS
-from server.errors import CommandError, ErrorCode, StagewireError
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+from server.api.common import json_response, parse_body
+from server.appkeys import NODE
+from server.auth.apikeys import api_key_required
+from server.errors import StagewireError
 
 
 class PublishBody(pydantic.BaseModel):
@@ -45,53 +42,19 @@ class DisconnectBody(pydantic.BaseModel):
     reason: str = pydantic.Field(default="disconnected by the server", max_length=200)
 
 
-def key_matches(presented: str, keys: tuple[str, ...]) -> bool:
-    """Compare against every configured key in constant time, whatever matches first."""
-    found = False
-    for key in keys:
-        found |= hmac.compare_digest(presented.encode(), key.encode())
-    return found
-
-
-async def stored_key_matches(presented: str) -> bool:
-    """Whether ``presented`` is a database key that has not been revoked."""
-    digest = key_hash(presented)
-    row = await ApiKey.get_or_none(key_hash=digest, revoked_at__isnull=True)
-    # Decided here, exactly and in constant time, not by the database's string
-    # comparison (collations may fold case or ignore trailing spaces).
-    return row is not None and hmac.compare_digest(row.key_hash, digest)
-
-
-def api_key_required(handler: Handler) -> Handler:
-    """Refuse (401) a request without a configured or stored API key; JSON errors."""
-
-    @common.json_handler
-    async def wrapper(request: web.Request) -> web.StreamResponse:
-        keys = request.app[SETTINGS].api.keys
-        presented = common.bearer_token(request)
-        if not key_matches(presented, keys) and not await stored_key_matches(presented):
-            if not keys and not await ApiKey.filter(revoked_at__isnull=True).exists():
-                raise CommandError(ErrorCode.UNAUTHORIZED,
-                                   "no API keys: set [api] keys or run stagewire apikey create")
-            raise CommandError(ErrorCode.UNAUTHORIZED, "invalid API key")
-        return await handler(request)
-
-    return wrapper
-
-
 @api_key_required
 async def publish(request: web.Request) -> web.Response:
-    body = await common.parse_body(request, PublishBody)
+    body = await parse_body(request, PublishBody)
     protocol.check_json_compatible(body.data)
     position = await request.app[NODE].publish(
         body.channel, body.data, idempotency_key=body.idempotency_key
     )
-    return web.json_response({"offset": position.offset, "epoch": position.epoch})
+    return json_response({"offset": position.offset, "epoch": position.epoch})
 
 
 @api_key_required
 async def broadcast(request: web.Request) -> web.Response:
-    body = await common.parse_body(request, BroadcastBody)
+    body = await parse_body(request, BroadcastBody)
     protocol.check_json_compatible(body.data)
     node = request.app[NODE]
     results = []
@@ -101,22 +64,22 @@ async def broadcast(request: web.Request) -> web.Response:
             results.append({"channel": channel, "offset": position.offset, "epoch": position.epoch})
         except StagewireError as exc:
             results.append({"channel": channel, "error": exc.to_dict()})
-    return web.json_response({"results": results})
+    return json_response({"results": results})
 
 
 @api_key_required
 async def list_channels(request: web.Request) -> web.Response:
     counts = request.app[NODE].channel_counts()
-    return web.json_response(
+    return json_response(
         {"channels": [{"channel": c, "subscribers": n} for c, n in sorted(counts.items())]}
     )
 
 
 @api_key_required
 async def disconnect(request: web.Request) -> web.Response:
-    body = await common.parse_body(request, DisconnectBody)
+    body = await parse_body(request, DisconnectBody)
     await request.app[NODE].disconnect_user(body.user, body.reason)
-    return web.json_response({})
+    return json_response({})
 
 
 routes = [

@@ -45,20 +45,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
+from server.errors import BrokerUnavailable, OffsetConflict
+
+__all__ = [
+    "IDEMPOTENCY_TTL", "Broker", "BrokerHandler", "BrokerUnavailable", "HistoryOptions",
+    "OffsetConflict", "Publication", "Stream", "StreamPosition",
+]
 
 IDEMPOTENCY_TTL = 300.0
-
-
-class BrokerUnavailable(Exception):
-    """The broker cannot accept the operation now; the caller may retry later."""
-
-
-class OffsetConflict(Exception):
-    """A compare-and-set publish found the channel behind the expected offset."""
-
-    def __init__(self, current: "StreamPosition") -> None:
-        super().__init__(f"channel is at offset {current.offset}")
-        self.current = current
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +95,44 @@ class BrokerHandler(Protocol):
     def on_gap(self, channels: Sequence[str]) -> None: ...
 
 
-class Broker(Protocol):
+class Stream(Protocol):
+    """Where a channel's publications are numbered and kept: a broker, or the durable log.
+
+    The node asks a channel's stream for its position and history without
+    knowing which one it is (``server.durable.DurableLog`` answers from the
+    database what the broker's window no longer holds).
+    """
+
+    async def publish(
+        self,
+        channel: str,
+        data: Any,
+        *,
+        info: dict[str, Any] | None = None,
+        history: HistoryOptions = HistoryOptions(),
+        idempotency_key: str | None = None,
+    ) -> StreamPosition:
+        """Give the publication the channel's next offset, keep it, and deliver it."""
+
+    async def position(self, channel: str) -> StreamPosition:
+        """The channel's current top offset and epoch (offset 0 for a new stream)."""
+
+    async def history(
+        self,
+        channel: str,
+        *,
+        since: StreamPosition | None = None,
+        limit: int = 100,
+        reverse: bool = False,
+    ) -> tuple[list[Publication], StreamPosition]:
+        """Publications kept for ``channel`` and its current position.
+
+        With ``since``, only publications after ``since.offset`` are returned,
+        and only if ``since.epoch`` is the current epoch (otherwise none).
+        """
+
+
+class Broker(Stream, Protocol):
     """A pub/sub backend with per-channel streams. See the module docstring."""
 
     async def start(self, handler: BrokerHandler) -> None:
@@ -137,23 +168,10 @@ class Broker(Protocol):
     async def publish_control(self, message: dict[str, Any]) -> None:
         """Broadcast a control message to every node (disconnect a user, ...)."""
 
-    async def position(self, channel: str) -> StreamPosition:
-        """The channel's current top offset and epoch (offset 0 for a new stream)."""
-
-    async def history(
-        self,
-        channel: str,
-        *,
-        since: StreamPosition | None = None,
-        limit: int = 100,
-        reverse: bool = False,
-    ) -> tuple[list[Publication], StreamPosition]:
-        """Publications kept for ``channel`` and its current position.
-
-        With ``since``, only publications after ``since.offset`` are returned,
-        and only if ``since.epoch`` is the current epoch (otherwise none).
-        """
-
     @property
     def healthy(self) -> bool:
         """Whether the backend is reachable now."""
+
+    @property
+    def reconnects(self) -> int:
+        """Times the backend's connection was re-established after a loss (for /metrics)."""

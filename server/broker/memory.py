@@ -57,6 +57,10 @@ class MemoryBroker:
     def healthy(self) -> bool:
         return self._handler is not None
 
+    @property
+    def reconnects(self) -> int:
+        return 0  # nothing to lose: the broker is in this process
+
     async def start(self, handler: BrokerHandler) -> None:
         self._handler = handler
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="memory-broker-sweep")

@@ -31,18 +31,12 @@ every node sees a channel in offset order.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import re
 import secrets
 import zlib
-from typing import Any, AsyncIterator, Iterator, Sequence
+from typing import Any, Sequence
 
 import msgpack
-from redis import exceptions as redis_errors
-from redis.asyncio import ConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from server.broker import redis_scripts
 from server.broker.base import (
@@ -54,8 +48,8 @@ from server.broker.base import (
     Publication,
     StreamPosition,
 )
+from server.broker.redis_client import RedisClient
 from server.broker.redis_pubsub import CLASSIC, SHARDED, PubSubShard, Timing
-from server.config import BrokerSettings
 
 log = logging.getLogger("stagewire.broker.redis")
 
@@ -64,32 +58,27 @@ _ALREADY, _CONFLICT = 1, 2  # statuses of the publish script besides 0, publishe
 _CONTROL = object()  # what the control channel is held with, instead of a channel name
 # Meta TTL of a position created by a read, before any publication sets its own.
 _DEFAULT_META_TTL_MS = int(HistoryOptions().meta_ttl * 1000)
-# Error replies that mean "not now" rather than "wrong request".
-_UNAVAILABLE_REPLIES = (
-    redis_errors.OutOfMemoryError,
-    redis_errors.ReadOnlyError,
-    redis_errors.ClusterDownError,
-    redis_errors.TryAgainError,
-)
 
 
 class RedisBroker:
     """A :class:`~server.broker.base.Broker` on Redis; one instance per node.
 
     Args:
-        settings: the ``[broker]`` settings: URL, key prefix, pub/sub shards and
-            mode, timeouts and reconnect backoff.
+        client: the node's Redis client (shared with presence); its settings
+            give the key prefix, pub/sub shards and mode, timeouts and
+            reconnect backoff. The broker does not close it.
     """
 
-    def __init__(self, settings: BrokerSettings) -> None:
+    def __init__(self, client: RedisClient) -> None:
+        settings = client.settings
+        self._client = client
         self._settings = settings
         self._prefix = settings.prefix
         self._mode = SHARDED if settings.sharded_pubsub else CLASSIC
         self._publish_command = "SPUBLISH" if settings.sharded_pubsub else "PUBLISH"
         self._control = f"{settings.prefix}.control".encode()
-        # Names this node's connections in CLIENT LIST (names cannot hold spaces).
-        self.client_name = "stagewire-" + re.sub(r"[^\x21-\x7e]", "_", settings.prefix)
-        self._redis: Redis | None = None
+        self.client_name = client.name
+        self._started = False
         self._shards: list[PubSubShard] = []
         self._handler: BrokerHandler | None = None
 
@@ -112,34 +101,18 @@ class RedisBroker:
         """
         s = self._settings
         self._handler = handler
-        # A burst of commands waits (up to socket_timeout) for one of the
-        # max_connections instead of failing at once. The wait is a FIFO
-        # semaphore of ours: redis-py's BlockingConnectionPool lets busy callers
-        # barge ahead, so under sustained load some waiters time out.
-        self._slots = asyncio.Semaphore(s.max_connections)
-        self._redis = Redis.from_pool(ConnectionPool.from_url(
-            s.redis_url,
-            max_connections=s.max_connections,
-            socket_timeout=s.socket_timeout,
-            socket_connect_timeout=s.socket_timeout,
-            # No hidden retries: a publication that may have reached Redis must
-            # not be sent twice, and a failure must surface within the timeout.
-            retry=Retry(NoBackoff(), 0),
-            protocol=2,
-            client_name=self.client_name,
-        ))
-        self._publish_script = self._redis.register_script(redis_scripts.PUBLISH)
-        self._read_script = self._redis.register_script(redis_scripts.READ)
-        self._restore_script = self._redis.register_script(redis_scripts.RESTORE)
+        self._publish_script = self._client.register_script(redis_scripts.PUBLISH)
+        self._read_script = self._client.register_script(redis_scripts.READ)
+        self._restore_script = self._client.register_script(redis_scripts.RESTORE)
         timing = Timing(
             confirm_timeout=2 * s.socket_timeout,
             ping_interval=s.ping_interval,
             min_delay=s.reconnect_min_delay,
             max_delay=s.reconnect_max_delay,
         )
-        pool = self._redis.connection_pool
+        self._started = True
         self._shards = [
-            PubSubShard(str(i), pool.make_connection, self._mode, timing, self._deliver, self._gap)
+            PubSubShard(str(i), self._client.make_connection, self._mode, timing, self._deliver, self._gap)
             for i in range(max(1, s.pubsub_shards))
         ]
         self._shards[0].hold(self._control, _CONTROL)
@@ -152,9 +125,7 @@ class RedisBroker:
     async def close(self) -> None:
         shards, self._shards = self._shards, []
         await asyncio.gather(*(shard.close() for shard in shards))
-        if self._redis is not None:
-            await self._redis.aclose()
-            self._redis = None
+        self._started = False
         self._handler = None
 
     async def subscribe(self, channel: str) -> None:
@@ -255,22 +226,10 @@ class RedisBroker:
             )
         return StreamPosition(int(reply[1]), reply[0].decode()), (reply[2] if len(reply) > 2 else [])
 
-    @contextlib.asynccontextmanager
-    async def _command(self) -> AsyncIterator[Redis]:
-        """The client for one command, once a connection is free; maps Redis errors."""
-        client = self._redis
-        if client is None:
+    def _command(self) -> Any:
+        if not self._started:
             raise BrokerUnavailable("the Redis broker is not started")
-        try:
-            async with asyncio.timeout(self._settings.socket_timeout):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise BrokerUnavailable("every Redis connection stayed busy") from None
-        try:
-            with _unavailable():
-                yield client
-        finally:
-            self._slots.release()
+        return self._client.command()
 
     def _keys(self, channel: str) -> list[str]:
         return [f"{self._prefix}.meta.{{{channel}}}", f"{self._prefix}.stream.{{{channel}}}"]
@@ -314,16 +273,3 @@ def _new_epoch() -> str:
 
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
-
-
-@contextlib.contextmanager
-def _unavailable() -> Iterator[None]:
-    """Turn "Redis cannot serve this now" errors into :class:`BrokerUnavailable`."""
-    try:
-        yield
-    except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
-        raise BrokerUnavailable(f"Redis unavailable: {exc}") from exc
-    except redis_errors.ResponseError as exc:
-        if isinstance(exc, _UNAVAILABLE_REPLIES) or str(exc).startswith(("BUSY", "MASTERDOWN")):
-            raise BrokerUnavailable(f"Redis cannot serve now: {exc}") from exc
-        raise

@@ -39,39 +39,20 @@ and they reconnect (see ``Node.on_gap``).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import re
 from collections import defaultdict
-from typing import AsyncIterator, Iterable
+from typing import Any, Iterable
 
-from redis import exceptions as redis_errors
-from redis.asyncio import ConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 
-from server.broker.base import BrokerUnavailable
-from server.config import BrokerSettings
+from server.broker.redis_client import RedisClient
 from server.presence.base import PresenceEntry
 
-# Command connections of one node's presence store; every presence operation
-# is one short script, so a few connections carry many concurrent callers.
-POOL_SIZE = 8
 # Clients per REFRESH call and most clients one EXPIRE call removes: bounds the
 # time one script blocks Redis (the rest goes in the next call or sweep).
 BATCH = 500
 EXPIRE_BATCH = 5000
 # Scripts per pipeline round trip in refresh and expire.
 PIPELINE = 1000
-
-# Error replies that mean "not now" rather than "wrong request".
-_UNAVAILABLE_REPLIES = (
-    redis_errors.OutOfMemoryError,
-    redis_errors.ReadOnlyError,
-    redis_errors.ClusterDownError,
-    redis_errors.TryAgainError,
-)
 
 # The current Redis time in milliseconds, as `now`.
 _NOW = """
@@ -175,42 +156,31 @@ class RedisPresence:
     """A :class:`~server.presence.base.PresenceStore` in Redis; one instance per node.
 
     Args:
-        settings: the ``[broker]`` settings: Redis URL, key prefix,
-            ``presence_ttl`` and ``socket_timeout``.
+        client: the node's Redis client, shared with the broker; its settings
+            give the key prefix, ``presence_ttl`` and ``socket_timeout``.
 
     Every operation either completes within ``socket_timeout`` (plus the wait
     for a free connection, bounded the same way) or raises
-    :class:`~server.broker.base.BrokerUnavailable`; nothing is retried behind
-    the caller's back, since a retried ``add`` or ``remove`` would report the
-    wrong transition.
+    :class:`~server.errors.BrokerUnavailable`; nothing is retried behind
+    the caller's back, since a retried ``add`` or ``remove`` would report
+    the wrong transition.
     """
 
-    def __init__(self, settings: BrokerSettings) -> None:
+    def __init__(self, client: RedisClient) -> None:
+        settings = client.settings
+        self._client = client
         self._prefix = settings.prefix
-        self._timeout = settings.socket_timeout
         self._ttl_ms = max(1, int(settings.presence_ttl * 1000))
         # Long enough for a live node's sweep to find every expired entry first.
         self._key_ttl_ms = 2 * self._ttl_ms
-        size = max(2, min(POOL_SIZE, settings.max_connections))
-        self._slots = asyncio.Semaphore(size)
-        self._redis = Redis.from_pool(ConnectionPool.from_url(
-            settings.redis_url,
-            max_connections=size,
-            socket_timeout=settings.socket_timeout,
-            socket_connect_timeout=settings.socket_timeout,
-            retry=Retry(NoBackoff(), 0),
-            protocol=2,
-            # The broker's name: an operator finds (or kills) a node's connections by one name.
-            client_name="stagewire-" + re.sub(r"[^\x21-\x7e]", "_", settings.prefix),
-        ))
-        self._add = self._redis.register_script(_ADD)
-        self._remove = self._redis.register_script(_REMOVE)
-        self._refresh = self._redis.register_script(_REFRESH)
-        self._expire = self._redis.register_script(_EXPIRE)
-        self._read = self._redis.register_script(_READ)
+        self._add = client.register_script(_ADD)
+        self._remove = client.register_script(_REMOVE)
+        self._refresh = client.register_script(_REFRESH)
+        self._expire = client.register_script(_EXPIRE)
+        self._read = client.register_script(_READ)
 
     async def add(self, entry: PresenceEntry) -> bool:
-        async with self._command() as client:
+        async with self._client.command() as client:
             joined = await self._add(
                 keys=self._keys(entry.channel),
                 args=[entry.client, entry.user, self._ttl_ms, self._key_ttl_ms],
@@ -219,7 +189,7 @@ class RedisPresence:
         return joined == 1
 
     async def remove(self, entry: PresenceEntry) -> bool:
-        async with self._command() as client:
+        async with self._client.command() as client:
             left = await self._remove(keys=self._keys(entry.channel), args=[entry.client], client=client)
         return left == 1
 
@@ -240,17 +210,17 @@ class RedisPresence:
         return [(channel, user.decode()) for channel, users in zip(channels, replies) for user in users]
 
     async def users(self, channel: str) -> dict[str, int]:
-        async with self._command() as client:
+        async with self._client.command() as client:
             flat = await self._read(keys=self._keys(channel), args=["users"], client=client)
         return {flat[i].decode(): int(flat[i + 1]) for i in range(0, len(flat), 2)}
 
     async def stats(self, channel: str) -> tuple[int, int]:
-        async with self._command() as client:
+        async with self._client.command() as client:
             clients, users = await self._read(keys=self._keys(channel), args=["stats"], client=client)
         return int(clients), int(users)
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        """Nothing of its own to release: the client belongs to the node."""
 
     # -- internals ------------------------------------------------------------------
 
@@ -259,32 +229,13 @@ class RedisPresence:
         p = self._prefix
         return [f"{p}.presence.clients.{tag}", f"{p}.presence.expiry.{tag}", f"{p}.presence.users.{tag}"]
 
-    async def _pipelined(self, script: AsyncScript, calls: list[tuple[list[str], list]]) -> list:
+    async def _pipelined(self, script: AsyncScript, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         """Run ``script`` once per ``(keys, args)``, a pipeline round trip per ``PIPELINE`` calls."""
-        replies: list = []
+        replies: list[Any] = []
         for start in range(0, len(calls), PIPELINE):
-            async with self._command() as client:
+            async with self._client.command() as client:
                 pipe = client.pipeline(transaction=False)
                 for keys, args in calls[start:start + PIPELINE]:
                     await script(keys=keys, args=args, client=pipe)
                 replies.extend(await pipe.execute())
         return replies
-
-    @contextlib.asynccontextmanager
-    async def _command(self) -> AsyncIterator[Redis]:
-        """The client for one command, once a connection is free; maps Redis errors."""
-        try:
-            async with asyncio.timeout(self._timeout):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise BrokerUnavailable("every Redis presence connection stayed busy") from None
-        try:
-            yield self._redis
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
-            raise BrokerUnavailable(f"Redis unavailable: {exc}") from exc
-        except redis_errors.ResponseError as exc:
-            if isinstance(exc, _UNAVAILABLE_REPLIES) or str(exc).startswith(("BUSY", "MASTERDOWN")):
-                raise BrokerUnavailable(f"Redis cannot serve now: {exc}") from exc
-            raise
-        finally:
-            self._slots.release()

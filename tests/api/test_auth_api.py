@@ -9,10 +9,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from models.db import database_ctx
-from server.api.auth import routes
+from server.auth.routes import routes
 from server.appkeys import AUTH, NODE, SETTINGS
-from server.auth import auth_ctx
+from server.api.errors import error_middleware
+from server.app import auth_ctx, database_ctx
 from server.config import Settings
 from server.errors import ErrorCode
 
@@ -33,7 +33,7 @@ class FakeNode:
 
 
 def make_app(settings: Settings, node: FakeNode | None = None) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[error_middleware])
     app[SETTINGS] = settings
     if node is not None:
         app[NODE] = node  # type: ignore[assignment]

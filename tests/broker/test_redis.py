@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 
 from server.broker.base import IDEMPOTENCY_TTL, BrokerUnavailable, HistoryOptions, StreamPosition
+from server.broker.redis_client import RedisClient
 from server.broker.redis import RedisBroker
 from server.config import BrokerSettings
 from tests.broker.conformance import BrokerConformance, RecordingHandler
@@ -44,16 +45,20 @@ def sharded(request: pytest.FixtureRequest) -> bool:
 @pytest.fixture
 async def make_broker(redis_url: str, prefix: str, sharded: bool):
     brokers: list[RedisBroker] = []
+    clients: list[RedisClient] = []
 
     async def make(handler: RecordingHandler, **overrides: Any) -> RedisBroker:
         options = {"redis_url": redis_url, "prefix": prefix, "sharded_pubsub": sharded, **FAST}
-        broker = RedisBroker(BrokerSettings(backend="redis", **{**options, **overrides}))
+        client = RedisClient(BrokerSettings(backend="redis", **{**options, **overrides}))
+        clients.append(client)
+        broker = RedisBroker(client)
         brokers.append(broker)
         await broker.start(handler)
         return broker
 
     yield make
     await asyncio.gather(*(broker.close() for broker in brokers))
+    await asyncio.gather(*(client.close() for client in clients))
 
 
 async def wait_until(condition: Callable[[], Any], timeout: float = 5.0) -> None:

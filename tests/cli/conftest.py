@@ -15,7 +15,7 @@ from typing import Awaitable, Callable, Sequence
 
 import pytest
 
-from server.cli import main
+from server.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET_ENV = ("STAGEWIRE_API_KEY", "STAGEWIRE_TOKEN", "STAGEWIRE_PASSWORD", "STAGEWIRE_CONFIG",

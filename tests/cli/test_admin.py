@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from models.apikey import key_hash
-from server.passwords import Passwords
+from server.auth.passwords import Passwords
 
 
 def rows(db_url: str, sql: str) -> list[tuple]:
@@ -108,7 +108,7 @@ def test_database_commands_take_a_config_file(cli, tmp_path: Path, monkeypatch) 
 
 
 def test_database_failures_are_one_line_not_a_traceback(capsys, monkeypatch):
-    from server.cli import main
+    from server.cli.main import main
 
     monkeypatch.setenv("STAGEWIRE_DATABASE__URL", "mongodb://127.0.0.1/x")
     with pytest.raises(SystemExit) as exc:

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from server.appkeys import NODE
-from server.tokens import TokenSigner
+from server.auth.tokens import TokenSigner
 from tests.cli.conftest import ROOT
 from tests.client.helpers import closed_port, eventually
 from tests.conftest import API_KEY

@@ -20,7 +20,7 @@ from stagewire_client import (
 )
 
 from server.appkeys import NODE
-from server.tokens import TokenSigner
+from server.auth.tokens import TokenSigner
 from tests.client.helpers import closed_port, eventually, next_pub, next_pubs
 from tests.conftest import make_settings
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from handlers import REGISTRY
 from server.appkeys import NODE
 from tests.conftest import NAMESPACES, make_settings
 
@@ -16,7 +17,7 @@ async def test_custom_namespace_asks_the_application(make_stagewire, tmp_path):
     namespaces = {**NAMESPACES, "team": {"subscribe": "custom", "presence": True},
                   "orphan": {"subscribe": "custom"}}
     sw = await make_stagewire(make_settings(tmp_path, namespaces=namespaces),
-                              authorizers={"team": only_team_members})
+                              registry=REGISTRY.replace(authorizers={"team": only_team_members}))
     alice = await sw.client("alice")
     bob = await sw.client("bob")
     assert (await alice.result("subscribe", channel="team:red"))["offset"] == 0

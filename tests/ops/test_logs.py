@@ -7,7 +7,7 @@ import logging
 
 import aiohttp
 
-from server import logs
+from server.ops import logs
 from tests.helpers import connect_ws
 from tests.serverproc import ServerProcess
 

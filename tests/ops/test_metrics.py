@@ -7,8 +7,9 @@ from unittest import mock
 from aiohttp.test_utils import make_mocked_request
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.api import metrics as metrics_api
-from server.metrics import LatencyHistogram
+from server.api.errors import error_middleware
+from server.ops import metrics as metrics_api
+from server.ops.counters import LatencyHistogram
 from tests.conftest import API_KEY
 
 
@@ -80,13 +81,18 @@ def _request_from(app, remote: str, headers: dict[str, str] | None = None):
 
 async def test_remote_scrapers_need_an_api_key(stagewire):
     app = stagewire.app
-    refused = await metrics_api.metrics(_request_from(app, "203.0.113.7"))
+
+    async def scrape_from(remote: str, headers: dict[str, str] | None = None):
+        # Through the app's error middleware, as a request would go.
+        return await error_middleware(_request_from(app, remote, headers), metrics_api.metrics)
+
+    refused = await scrape_from("203.0.113.7")
     assert refused.status == 401
-    wrong = await metrics_api.metrics(_request_from(app, "203.0.113.7", {"Authorization": "Bearer nope"}))
+    wrong = await scrape_from("203.0.113.7", {"Authorization": "Bearer nope"})
     assert wrong.status == 401
-    allowed = await metrics_api.metrics(_request_from(app, "203.0.113.7", {"Authorization": f"Bearer {API_KEY}"}))
+    allowed = await scrape_from("203.0.113.7", {"Authorization": f"Bearer {API_KEY}"})
     assert allowed.status == 200 and b"stagewire_connections" in allowed.body
-    local = await metrics_api.metrics(_request_from(app, "::1"))
+    local = await scrape_from("::1")
     assert local.status == 200
 
 

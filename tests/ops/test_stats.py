@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from server.appkeys import NODE
-from server.stats import RecentErrors, StatsPublisher
+from server.ops.stats import RecentErrors, StatsPublisher
 from tests.conftest import NAMESPACES, make_settings
 
 FAST = {"stats_interval": 0.1}
@@ -57,8 +57,8 @@ async def test_rates_are_per_second_since_the_previous_snapshot(make_stagewire, 
     publisher = StatsPublisher(node, "ops:stats", RecentErrors())
     then, _ = publisher._last
     publisher._last = (then - 2.0, publisher._last[1])  # pretend two seconds went by
-    node.stats["commands"] += 10
-    node.stats["deliveries"] += 40
+    node.counters.commands += 10
+    node.counters.deliveries += 40
     snapshot = publisher.snapshot()
     assert 4.0 <= snapshot["messages_in_per_s"] <= 5.0
     assert 19.0 <= snapshot["deliveries_per_s"] <= 20.0

@@ -16,6 +16,7 @@ import pytest
 from server.broker.base import BrokerUnavailable
 from server.config import BrokerSettings
 from server.presence.base import PresenceEntry
+from server.broker.redis_client import RedisClient
 from server.presence.redis import BATCH, RedisPresence
 from tests.redis_support import RedisProxy, admin, prefix, proxy, redis_url, socket_nobody_listens_on  # noqa: F401
 from tests.presence.conformance import PresenceConformance, channel  # noqa: F401
@@ -25,16 +26,17 @@ pytestmark = pytest.mark.redis
 
 @pytest.fixture
 async def make_store(redis_url: str, prefix: str):
-    stores: list[RedisPresence] = []
+    clients: list[RedisClient] = []
 
     async def make(ttl: float, **overrides) -> RedisPresence:
+        """A store of its own node: its own Redis client, as every node has."""
         options = {"redis_url": redis_url, "prefix": prefix, "presence_ttl": ttl, "socket_timeout": 0.5}
-        store = RedisPresence(BrokerSettings(backend="redis", **{**options, **overrides}))
-        stores.append(store)
-        return store
+        client = RedisClient(BrokerSettings(backend="redis", **{**options, **overrides}))
+        clients.append(client)
+        return RedisPresence(client)
 
     yield make
-    await asyncio.gather(*(store.close() for store in stores))
+    await asyncio.gather(*(client.close() for client in clients))
 
 
 @pytest.fixture

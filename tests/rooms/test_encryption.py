@@ -9,8 +9,9 @@ from tortoise import connections
 
 from handlers.rooms.rekey import rekey_messages
 from models.rooms import Message
-from server.config import ConfigError, RoomsSettings, load_settings
-from server.crypto import DecryptionError, Keyring, decode_key, key_id, new_key
+from handlers.rooms.settings import RoomsSettings, rooms_section
+from server.config import ConfigError, load_settings
+from handlers.rooms.crypto import DecryptionError, Keyring, decode_key, key_id, new_key
 from tests.rooms.conftest import NEW_KEY, OLD_KEY, create_room, rooms_settings
 
 SECRET = "the eagle lands at dawn"
@@ -72,9 +73,9 @@ async def test_rotation_old_rows_still_read_then_rekey_retires_the_old_key(make_
     old_id, new_id = key_id(decode_key(OLD_KEY)), key_id(decode_key(NEW_KEY))
     assert [r["key_id"] for r in await _raw_rows()] == [None, old_id, new_id]
 
-    assert await rekey_messages(rotated_settings.rooms, batch=2) == 2
+    assert await rekey_messages(rooms_section(rotated_settings), batch=2) == 2
     assert [r["key_id"] for r in await _raw_rows()] == [new_id] * 3
-    assert await rekey_messages(rotated_settings.rooms) == 0
+    assert await rekey_messages(rooms_section(rotated_settings)) == 0
     await _stop(rotated)
 
     only_new = await make_stagewire(rooms_settings(tmp_path, database_url, encrypt_at_rest=True, keys=[NEW_KEY]))
@@ -124,4 +125,5 @@ def test_rooms_settings_are_checked(tmp_path):
     config = tmp_path / "config.toml"
     config.write_text("")
     settings = load_settings(config, environ=env)
-    assert settings.rooms.keys == (OLD_KEY, NEW_KEY) and settings.rooms.encrypt_at_rest is True
+    rooms = rooms_section(settings)
+    assert rooms.keys == (OLD_KEY, NEW_KEY) and rooms.encrypt_at_rest is True

@@ -6,7 +6,7 @@ import pytest
 from openapi_spec_validator import validate
 
 from handlers.rooms.commands import HANDLERS as ROOM_COMMANDS
-from server.api.rooms import OPERATIONS
+from handlers.rooms.routes import OPERATIONS
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 

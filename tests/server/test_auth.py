@@ -12,14 +12,14 @@ import pytest
 from aiohttp import web
 from itsdangerous import URLSafeTimedSerializer
 
-from models.db import database_ctx
 from models.user import AuthSession, Role, User
 from server.appkeys import AUTH, SETTINGS
-from server.auth import Authenticator, LoginLimiter, TooManyAttempts, auth_ctx
+from server.app import auth_ctx, database_ctx
+from server.auth.sessions import Authenticator, LoginLimiter, TooManyAttempts
 from server.config import ConfigError, Settings, load_settings
 from server.errors import CommandError, ErrorCode
-from server.passwords import Passwords
-from server.tokens import CLOCK_SKEW, SALT, TokenSigner, load_secrets
+from server.auth.passwords import Passwords
+from server.auth.tokens import CLOCK_SKEW, SALT, TokenSigner, load_secrets
 
 CHEAP_HASHING = {"password_time_cost": 1, "password_memory_cost": 8, "password_parallelism": 1}
 TTL = 600

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from handlers import REGISTRY
 from server.config import ConfigError, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,7 +50,16 @@ def test_environment_overrides_any_setting():
 )
 def test_bad_settings_are_reported(env, message):
     with pytest.raises(ConfigError, match=message):
-        load_settings(ROOT / "config.toml", environ=env)
+        load_settings(ROOT / "config.toml", environ=env, sections=REGISTRY.sections)
+
+
+def test_an_applications_section_is_checked_by_its_dataclass():
+    with pytest.raises(ConfigError, match="rooms.max_body must be a number"):
+        load_settings(ROOT / "config.toml", environ={"STAGEWIRE_ROOMS__MAX_BODY": "lots"},
+                      sections=REGISTRY.sections)
+    with pytest.raises(ConfigError, match="unknown setting rooms.colour"):
+        load_settings(ROOT / "config.toml", environ={"STAGEWIRE_ROOMS__COLOUR": "red"},
+                      sections=REGISTRY.sections)
 
 
 def test_missing_explicit_config_file_is_an_error(tmp_path):
@@ -67,7 +77,7 @@ def test_config_toml_documents_every_setting():
     sections = {
         "server": config.ServerSettings, "client": config.ClientSettings, "auth": config.AuthSettings,
         "database": config.DatabaseSettings, "broker": config.BrokerSettings, "api": config.ApiSettings,
-        "rooms": config.RoomsSettings,
+        **REGISTRY.sections,
     }
     for name, cls in sections.items():
         missing = {f.name for f in dataclasses.fields(cls)} - set(raw[name])

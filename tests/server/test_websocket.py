@@ -188,12 +188,12 @@ async def test_nothing_is_left_behind_when_clients_go(stagewire):
     for client in clients:
         await client.close()
     for _ in range(200):
-        if not node.connections and not dict(node.hub.channels()) and not node.hub.held_channels:
+        if not node.connections and not dict(node.hub.channels()) and not node.held_channels():
             break
         await asyncio.sleep(0.02)
     assert node.connections == {}
-    assert dict(node.hub.channels()) == {} and node.hub.held_channels == set()
-    assert node._by_user == {} and node._by_session == {}
+    assert dict(node.hub.channels()) == {} and node.held_channels() == set()
+    assert node.user_count() == 0 and node.connections_of("user0") == set()
     for i in range(4):
         assert await node.presence.store.stats(f"chat:room{i}") == (0, 0)
 

@@ -18,7 +18,7 @@ import time
 from typing import Sequence
 
 from server.config import Settings
-from server.logs import configure_logging
+from server.ops.logs import configure_logging
 
 log = logging.getLogger("stagewire")
 

@@ -3,7 +3,7 @@
 A token is an itsdangerous ``URLSafeTimedSerializer`` string carrying a user id
 and a session id, stamped with the time it was signed. It proves who issued it
 and when; whether its session is still alive is for the database to say (see
-``server.auth``). Signatures are checked by itsdangerous with
+``server.auth.sessions``). Signatures are checked by itsdangerous with
 ``hmac.compare_digest``, in constant time.
 
 Key rotation: the secrets are a list ordered **oldest first, newest last**, the

@@ -1,10 +1,9 @@
-"""Prometheus metrics of one node, read from the node's own counters when scraped.
+"""``GET /metrics``: Prometheus metrics of one node, read from its counters when scraped.
 
 The hot paths never call prometheus_client. The node keeps plain integers
-(``node.stats``: commands, messages out, deliveries counted once per
-publication, not per subscriber) and one :class:`LatencyHistogram`; a
-:class:`NodeCollector` turns them into metric families when ``/metrics`` is
-read. Each application gets its own ``CollectorRegistry`` (never the global
+(:class:`~server.ops.counters.Counters`) and one
+:class:`~server.ops.counters.LatencyHistogram`; a :class:`NodeCollector`
+turns them into metric families when ``/metrics`` is read. Each application gets its own ``CollectorRegistry`` (never the global
 default one), so that many apps can live in one process, as in the tests.
 
 Metrics (all prefixed ``stagewire_``):
@@ -29,50 +28,19 @@ publish_latency_seconds             histogram  ``node.publish``: broker (and dat
 
 from __future__ import annotations
 
-import bisect
+import ipaddress
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from prometheus_client import CollectorRegistry
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from server.appkeys import METRICS
+from server.auth.apikeys import api_key_required
+
 if TYPE_CHECKING:
     from server.node import Node
-
-#: Upper bounds (seconds) of the publish latency buckets; +Inf is implied.
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-
-
-class LatencyHistogram:
-    """A fixed-bucket histogram: one bisect and two additions per observation."""
-
-    __slots__ = ("bounds", "counts", "sum")
-
-    def __init__(self, bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
-        self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
-        self.sum = 0.0
-
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, seconds)] += 1
-        self.sum += seconds
-
-    @property
-    def count(self) -> int:
-        return sum(self.counts)
-
-    def cumulative(self) -> list[tuple[str, int]]:
-        """``(upper bound, observations at or below it)`` pairs, Prometheus style."""
-        out, total = [], 0
-        for bound, n in zip((*map(_le, self.bounds), "+Inf"), self.counts):
-            total += n
-            out.append((bound, total))
-        return out
-
-
-def _le(bound: float) -> str:
-    return repr(float(bound))
-
 
 _COUNTERS = (
     ("connections_accepted", "connections_accepted", "WebSocket connections accepted"),
@@ -95,15 +63,15 @@ class NodeCollector(Collector):
         node = self._get_node()
         if node is None:
             return
-        stats = node.stats
+        counters = node.counters
         yield GaugeMetricFamily("stagewire_connections", "WebSocket connections open", value=len(node.connections))
         yield GaugeMetricFamily("stagewire_channels", "Channels with local subscribers", value=sum(1 for _ in node.hub.channels()))
         for name, key, help_ in _COUNTERS:
-            yield CounterMetricFamily(f"stagewire_{name}", help_, value=stats.get(key, 0))
+            yield CounterMetricFamily(f"stagewire_{name}", help_, value=getattr(counters, key))
         yield GaugeMetricFamily("stagewire_broker_up", "1 while the broker is reachable",
                                 value=1 if node.broker.healthy else 0)
         yield CounterMetricFamily("stagewire_broker_reconnects", "Broker connections re-established",
-                                  value=broker_reconnects(node))
+                                  value=node.broker.reconnects)
         hist = node.publish_latency
         yield HistogramMetricFamily(
             "stagewire_publish_latency_seconds",
@@ -113,13 +81,43 @@ class NodeCollector(Collector):
         )
 
 
-def broker_reconnects(node: "Node") -> int:
-    """Reconnects the broker reports; backends without a connection (memory) have none."""
-    return int(getattr(node.broker, "reconnects", 0))
-
-
 def create_registry(get_node: Callable[[], "Node | None"]) -> CollectorRegistry:
     """A registry of its own for one application."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(NodeCollector(get_node))
     return registry
+
+
+# -- the route -------------------------------------------------------------------
+#
+# Who may read the metrics: requests from a loopback address (a Prometheus or
+# an agent on the same host), and any request with a server API key
+# (``Authorization: Bearer <key>``, as for the server API). Others get 401.
+# Behind a reverse proxy on the same host every request looks local: do not
+# route ``/metrics`` through it, or make the proxy refuse it.
+
+
+def is_loopback(remote: str | None) -> bool:
+    if not remote:
+        return False
+    try:
+        return ipaddress.ip_address(remote.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+_with_key = api_key_required(_metrics)
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
+    if is_loopback(request.remote):
+        return await _metrics(request)
+    return await _with_key(request)
+
+
+routes = [web.get("/metrics", metrics)]

@@ -1,12 +1,12 @@
 """The ``stagewire`` command line.
 
-    serve     run the server                                here
+    serve     run the server                                server/cli/serve.py
     migrate   apply database migrations                     here
-    user      create | list | set-role, on the database     server/cli_admin.py
-    apikey    create | list | revoke, on the database       server/cli_admin.py
-    publish   publish through the server HTTP API           server/cli_client.py
-    tail      print a channel's live publications           server/cli_client.py
-    bench     run a load scenario from bench/               server/cli_bench.py
+    user      create | list | set-role, on the database     server/cli/admin.py
+    apikey    create | list | revoke, on the database       server/cli/admin.py
+    publish   publish through the server HTTP API           server/cli/client.py
+    tail      print a channel's live publications           server/cli/client.py
+    bench     run a load scenario from bench/               server/cli/bench.py
 
 Each module adds its subcommands with ``add_commands(subparsers)``; a command
 is a ``func(settings, args) -> exit status``.
@@ -20,7 +20,10 @@ import logging
 import sys
 from typing import Sequence
 
-from server import cli_admin, cli_bench, cli_client
+from server.cli import admin as cli_admin
+from server.cli import bench as cli_bench
+from server.cli import client as cli_client
+from handlers import REGISTRY
 from server.config import ConfigError, Settings, load_settings
 
 log = logging.getLogger("stagewire")
@@ -30,7 +33,7 @@ COMMAND_MODULES = (cli_admin, cli_client, cli_bench)
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    from server.serve import ServeError, serve, serve_workers
+    from server.cli.serve import ServeError, serve, serve_workers
 
     if args.host:
         settings = settings.replace(server={"host": args.host})
@@ -90,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command is None:
         args = parser.parse_args([*(argv or sys.argv[1:]), "serve"])
     try:
-        settings = load_settings(getattr(args, "config_sub", None) or args.config)
+        settings = load_settings(getattr(args, "config_sub", None) or args.config, sections=REGISTRY.sections)
     except (ConfigError, OSError) as exc:
         print(f"stagewire: configuration error: {exc}", file=sys.stderr)
         sys.exit(2)

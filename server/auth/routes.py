@@ -11,7 +11,7 @@ GET  /api/me               Bearer      200 ``{"user"}``
 =========================  ==========  ==============================================
 
 ``user`` is ``{"id", "username", "role"}``. Errors are described in
-``server.api.common``: 401 for bad credentials or tokens (the same body for
+``server.api.errors``: 401 for bad credentials or tokens (the same body for
 an unknown user and a wrong password), 409 for a taken name, 422 for invalid
 fields, 429 with ``Retry-After`` after repeated failed logins.
 """
@@ -24,9 +24,10 @@ from aiohttp import web
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from models.user import User
-from server.api.common import bearer_token, client_ip, json_handler, json_response, parse_body
+from server.api.common import bearer_token, client_ip, json_response, parse_body
 from server.appkeys import AUTH, NODE
-from server.auth import PASSWORD_MAX, Identity, check_password, check_username
+from server.auth.identity import Identity
+from server.auth.sessions import PASSWORD_MAX, check_password, check_username
 
 
 class RegisterBody(BaseModel):
@@ -53,14 +54,12 @@ def _user_of(request: web.Request, user: User) -> dict[str, Any]:
     return _user(user.id, user.username, request.app[AUTH].role_of(user))
 
 
-@json_handler
 async def register(request: web.Request) -> web.Response:
     body = await parse_body(request, RegisterBody)
     user = await request.app[AUTH].register(body.username, body.password)
     return json_response({"user": _user_of(request, user)}, status=201)
 
 
-@json_handler
 async def login(request: web.Request) -> web.Response:
     body = await parse_body(request, LoginBody)
     token, expires_in, user = await request.app[AUTH].login(
@@ -70,14 +69,12 @@ async def login(request: web.Request) -> web.Response:
                           "user": _user_of(request, user)})
 
 
-@json_handler
 async def refresh(request: web.Request) -> web.Response:
     token, expires_in, user = await request.app[AUTH].refresh(bearer_token(request))
     return json_response({"token": token, "expires_in": expires_in,
                           "user": _user_of(request, user)})
 
 
-@json_handler
 async def logout(request: web.Request) -> web.Response:
     identity = await request.app[AUTH].logout(bearer_token(request))
     # The token is dead from now on, but sockets opened with it were checked
@@ -87,7 +84,6 @@ async def logout(request: web.Request) -> web.Response:
     return json_response({})
 
 
-@json_handler
 async def me(request: web.Request) -> web.Response:
     identity: Identity = await request.app[AUTH].verify(bearer_token(request))
     return json_response({"user": _user(identity.user_id, identity.username, identity.role)})

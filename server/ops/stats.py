@@ -28,13 +28,9 @@ import asyncio
 import collections
 import logging
 import time
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
-
-from server.appkeys import NODE, SETTINGS
 from server.errors import CommandError
-from server.metrics import broker_reconnects
 
 if TYPE_CHECKING:
     from server.node import Node
@@ -81,8 +77,8 @@ class StatsPublisher:
         self._last = self._read()
 
     def _read(self) -> tuple[float, dict[str, int]]:
-        stats = self.node.stats
-        return time.monotonic(), {key: stats.get(key, 0) for key in self.COUNTERS}
+        counters = self.node.counters
+        return time.monotonic(), {key: getattr(counters, key) for key in self.COUNTERS}
 
     def snapshot(self) -> dict[str, Any]:
         """The numbers since the previous snapshot (rates) and now (gauges)."""
@@ -105,11 +101,11 @@ class StatsPublisher:
             "messages_out_per_s": rate("messages_out"),
             "deliveries_per_s": rate("deliveries"),
             "publications_per_s": rate("publications"),
-            "slow_disconnects": node.stats["slow_disconnects"],
+            "slow_disconnects": node.counters.slow_disconnects,
             "broker": {
                 "backend": node.settings.broker.backend,
                 "healthy": bool(node.broker.healthy),
-                "reconnects": broker_reconnects(node),
+                "reconnects": node.broker.reconnects,
             },
             "recent_errors": list(self.errors.records),
         }
@@ -140,23 +136,3 @@ def stats_channel_usable(settings_channel: str, node: Node) -> bool:
         log.warning("stats feed off: the namespace of %s is not configured", settings_channel)
         return False
     return True
-
-
-async def stats_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Publish the node's stats every ``stats_interval`` seconds while the app runs."""
-    settings = app[SETTINGS].server
-    node = app[NODE]
-    if settings.stats_interval <= 0 or not stats_channel_usable(settings.stats_channel, node):
-        yield
-        return
-    errors = RecentErrors()
-    root = logging.getLogger()
-    root.addHandler(errors)
-    publisher = StatsPublisher(node, settings.stats_channel, errors)
-    task = asyncio.create_task(publisher.run(settings.stats_interval), name="stats-publisher")
-    try:
-        yield
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        root.removeHandler(errors)

@@ -22,9 +22,9 @@ from tortoise.exceptions import IntegrityError
 
 from models.apikey import ApiKey, key_hash
 from models.user import Role, User
-from server.auth import check_password, check_username
+from server.auth.sessions import check_password, check_username
 from server.config import Settings
-from server.passwords import Passwords
+from server.auth.passwords import Passwords
 
 KEY_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 ROLES = [role.value for role in Role]

@@ -5,28 +5,32 @@ parameters model (from :mod:`handlers.rooms.schemas`), and the service method
 that does the work. The JSON body (or, for GET, the query string) and the
 path parameters are merged and validated by that model, exactly as the
 WebSocket command's fields are; the OpenAPI document is generated from the
-same rows. Auth is a user token: ``Authorization: Bearer <token from
-/api/auth/login>``. Errors are the usual ``{"error": {...}}`` (see
-``server.api.common``).
+same rows (:func:`describe`). Auth is a user token: ``Authorization:
+Bearer <token from /api/auth/login>``. Errors are the usual
+``{"error": {...}}`` (see ``server.api.errors``).
+
+``HTTP`` is what ``handlers.REGISTRY`` hands to the app factory.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Awaitable, Callable, Literal
 
-import orjson
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from handlers.rooms import schemas
 from handlers.rooms.messages import MessagesService
 from handlers.rooms.service import RoomsService
-from server.api.common import bearer_token, json_handler, json_response
+from server.api.common import bearer_token, json_body, json_response, validate
+from server.api.openapi import (
+    BOOL, INT, NTIME, REF, STR, TIME, USER_AUTH, Components, error_responses, obj, ref, response,
+)
 from server.appkeys import AUTH, NODE
-from server.auth import Identity
-from server.errors import CommandError, ErrorCode, ProtocolError
-from server.validation import field_errors
+from server.auth.identity import Identity
+from server.errors import CommandError, ErrorCode
+from server.registry import HttpRoutes
 
 
 @dataclass(frozen=True)
@@ -85,23 +89,6 @@ async def _identity(request: web.Request) -> Identity:
     return await request.app[AUTH].verify(bearer_token(request))
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
-    """The JSON object in the body; an empty body is ``{}``."""
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise CommandError(ErrorCode.LIMIT_EXCEEDED, "request body too large") from None
-    if not raw.strip():
-        return {}
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise ProtocolError("request body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise ProtocolError("request body must be a JSON object")
-    return data
-
-
 def _path_ids(request: web.Request) -> dict[str, int]:
     """The numeric path parameters; a path with a non-numeric id names nothing (404)."""
     ids = {}
@@ -115,22 +102,19 @@ def _path_ids(request: web.Request) -> dict[str, int]:
     return ids
 
 
-def _handler(op: Operation):
-    @json_handler
+def _handler(op: Operation) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handler(request: web.Request) -> web.Response:
         identity = await _identity(request)
+        data: dict[str, Any]
         if op.source == "body":
-            data = await _body(request)
+            data = await json_body(request, empty_ok=True)
         elif op.source == "query":
             data = dict(request.query)
         else:
             data = {}
         data.update(_path_ids(request))
-        try:
-            # Query strings carry only text: there, "50" may stand for 50.
-            params = op.model.model_validate(data, strict=op.source != "query")
-        except ValidationError as exc:
-            raise ProtocolError("invalid fields", fields=field_errors(exc)) from None
+        # Query strings carry only text: there, "50" may stand for 50.
+        params = validate(op.model, data, strict=op.source != "query")
         service = op.service(request.app[NODE])
         result = await getattr(service, op.call)(identity, params)
         return json_response(result, status=op.status)
@@ -140,3 +124,87 @@ def _handler(op: Operation):
 
 
 routes: list[web.RouteDef] = [web.route(op.method, op.path, _handler(op)) for op in OPERATIONS]
+
+
+# -- OpenAPI -----------------------------------------------------------------------
+
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "Room": obj(
+        ["id", "name", "topic", "public", "owner", "created_at", "channel", "typing_channel"],
+        id=INT, name=STR, topic=STR, public=BOOL, owner=STR, created_at=TIME, channel=STR,
+        typing_channel=STR, role={"enum": ["owner", "admin", "member"]}, unread=INT,
+    ),
+    "Member": obj(["room", "user", "role", "joined_at"], room=INT, user=STR,
+                  role={"enum": ["owner", "admin", "member"]}, joined_at=TIME),
+    "Message": obj(
+        ["id", "room", "author", "body", "created_at", "edited_at", "deleted"],
+        id=INT, room=INT, author=STR, body={"type": ["string", "null"]}, created_at=TIME,
+        edited_at=NTIME, deleted=BOOL,
+    ),
+}
+
+_NEXT = {"type": ["integer", "null"], "description": "cursor of the next page, null at the end"}
+_ROOM_RESULTS: dict[str, dict[str, Any]] = {
+    "list_rooms": obj(["rooms", "next"], rooms={"type": "array", "items": ref("Room")}, next=_NEXT),
+    "create": obj(["room"], room=ref("Room")),
+    "get": obj(["room"], room=ref("Room")),
+    "members": obj(["members"], members={"type": "array", "items": ref("Member")}),
+    "invite": obj(["member"], member=ref("Member")),
+    "join": obj(["member"], member=ref("Member")),
+    "leave": {"type": "object"},
+    "typing": {"type": "object"},
+    "read": obj(["room", "unread", "last_read"], room=INT, unread=INT, last_read=INT),
+}
+_MESSAGE_RESULTS: dict[str, dict[str, Any]] = {
+    "list_messages": obj(["messages", "next"], messages={"type": "array", "items": ref("Message")},
+                         next=_NEXT),
+}
+
+
+def _result_schema(op: Operation) -> dict[str, Any]:
+    if op.service is MessagesService:
+        return _MESSAGE_RESULTS.get(op.call) or obj(["message"], message=ref("Message"))
+    return _ROOM_RESULTS[op.call]
+
+
+def _operation(op: Operation, components: Components) -> dict[str, Any]:
+    path_params = [p for p in PATH_PARAMS if "{" + p + "}" in op.path]
+    out: dict[str, Any] = {
+        "operationId": op.command.replace(".", "_"),
+        "summary": op.summary,
+        "description": f"Same as the WebSocket command `{op.command}`.",
+        "tags": ["rooms"],
+        "security": USER_AUTH,
+        "parameters": [
+            {"name": p, "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+            for p in path_params
+        ],
+        "responses": {
+            str(op.status): response("success", _result_schema(op)),
+            **error_responses(401, 403, 404, 409, 422, 503),
+        },
+    }
+    if op.source == "query":
+        fields = op.model.model_json_schema(ref_template=REF)["properties"]
+        out["parameters"] += [
+            {"name": name, "in": "query", "required": False, "schema": schema}
+            for name, schema in fields.items() if name not in path_params
+        ]
+    elif op.source == "body":
+        body_name = op.model.__name__ + ("Body" if path_params else "")
+        schema = components.add(op.model, name=body_name, drop=tuple(path_params))
+        out["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
+    return out
+
+
+def describe(components: Components) -> dict[str, dict[str, Any]]:
+    """The OpenAPI paths of the rooms routes."""
+    for name, schema in SCHEMAS.items():
+        components.define(name, schema)
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, components)
+    return paths
+
+
+HTTP = HttpRoutes(routes=routes, describe=describe)

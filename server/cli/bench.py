@@ -19,7 +19,7 @@ from typing import Any
 
 from server.config import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BENCH_DIR = ROOT / "bench"
 
 

@@ -1,10 +1,10 @@
 """Accounts and sessions: register, log in, refresh, log out, verify a token.
 
 A login creates an ``AuthSession`` row and a signed token naming it
-(``server.tokens``). Verifying a token checks the signature and its age, then
+(``server.auth.tokens``). Verifying a token checks the signature and its age, then
 the session in the database, so that a logout (which revokes the session)
 stops the token everywhere at once. Passwords are argon2id
-(``server.passwords``).
+(``server.auth.passwords``).
 
 Usernames are case-insensitive: they are stored and compared lower-case, the
 same on every database (MySQL's default collation would otherwise fold case
@@ -18,27 +18,24 @@ or a password.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime, timezone
 
-from aiohttp import web
 from tortoise.exceptions import IntegrityError
 
 from models.user import AuthSession, Role, User
-from server.appkeys import AUTH, SETTINGS
+from server.auth.identity import Identity
 from server.config import AuthSettings
 from server.errors import CommandError, ErrorCode
-from server.login_limiter import LoginLimiter, TooManyAttempts
-from server.passwords import Passwords
-from server.tokens import TokenClaims, TokenSigner, load_secrets
+from server.auth.limiter import LoginLimiter, TooManyAttempts
+from server.auth.passwords import Passwords
+from server.auth.tokens import TokenClaims, TokenSigner, load_secrets
 
 __all__ = [
-    "Authenticator", "Identity", "LoginLimiter", "TooManyAttempts", "auth_ctx",
+    "Authenticator", "Identity", "LoginLimiter", "TooManyAttempts",
     "check_password", "check_username", "load_secrets",
 ]
 
@@ -59,17 +56,6 @@ def check_password(password: str) -> str:
     if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
         raise ValueError(f"{PASSWORD_MIN} to {PASSWORD_MAX} characters")
     return password
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Who a verified token belongs to."""
-
-    user_id: int
-    username: str
-    role: str
-    session_id: str
-    expires_at: float  # unix time at which the token expires
 
 
 class Authenticator:
@@ -223,16 +209,3 @@ class Authenticator:
 def _taken() -> CommandError:
     return CommandError(ErrorCode.CONFLICT, "username already taken",
                         {"username": "already taken"})
-
-
-async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
-    """aiohttp cleanup context: store an :class:`Authenticator` in ``app[AUTH]``.
-
-    Runs after the database context; the secrets are read (or created) here.
-    """
-    settings = app[SETTINGS]
-    secrets = await asyncio.to_thread(load_secrets, settings)
-    auth = Authenticator(settings.auth, secrets)
-    await auth.passwords.prepare()
-    app[AUTH] = auth
-    yield

@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install bench clean
+.PHONY: run test typecheck install bench clean
 
 # Reinstalled whenever either project's metadata changes (the client is a
 # separate distribution in client/, installed editable beside the server).
@@ -18,8 +18,13 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/stagewire serve
 
-test: $(STAMP)
+# Types first (server, handlers and models; the client SDK strictly), then the tests.
+test: $(STAMP) typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+	cd client && ../$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.fanout $(BENCH_ARGS)

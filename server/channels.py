@@ -24,8 +24,11 @@ CHANNEL_RE = re.compile(r"^([a-z0-9_-]{1,64}):([A-Za-z0-9_.@=,:\-]{1,190})$")
 class Subject(Protocol):
     """Who is asking: the authenticated identity of a connection."""
 
-    username: str
-    role: str
+    @property
+    def username(self) -> str: ...
+
+    @property
+    def role(self) -> str: ...
 
 
 def split_channel(channel: str) -> tuple[str, str]:

@@ -72,7 +72,7 @@ class Handler(Generic[P]):
     func: Callable[[Context, P], Awaitable[Any]]
 
 
-HandlerTable = Mapping[str, Handler]
+HandlerTable = Mapping[str, "Handler[Any]"]
 
 
 def validation_error(exc: pydantic.ValidationError) -> CommandError:
@@ -107,13 +107,13 @@ async def run_messages(ctx: Context, messages: list[Any], table: HandlerTable) -
 
 async def run_command(ctx: Context, command: protocol.Command, table: HandlerTable) -> None:
     """Run one command and queue its reply; never raises but :class:`Disconnect`."""
-    after = None
+    after: Callable[[], None] | None = None
     counters = ctx.node.counters
     counters.commands += 1
     # Lines logged while the command runs carry "<conn>/<command id>" as their request id.
     request = logs.request_id.set(f"{ctx.conn.id}/{command.id}")
     try:
-        reply = await _call(ctx, command, table)
+        result = await _call(ctx, command, table)
     except Disconnect:
         raise
     except StagewireError as exc:
@@ -124,10 +124,9 @@ async def run_command(ctx: Context, command: protocol.Command, table: HandlerTab
         log.exception("command %s failed", command.type)
         reply = protocol.error_reply(command.id, protocol.internal_error())
     else:
-        if isinstance(reply, Reply):
-            reply, after = protocol.reply(command.id, reply.result), reply.after
-        else:
-            reply = protocol.reply(command.id, reply)
+        if isinstance(result, Reply):
+            result, after = result.result, result.after
+        reply = protocol.reply(command.id, result)
     finally:
         logs.request_id.reset(request)
     ctx.conn.send(reply)

@@ -71,7 +71,7 @@ class DurableLog:
         self._queue: list[_Pending] = []
         self._wakeup = asyncio.Event()
         self._positions: dict[str, StreamPosition] = {}
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self.commits = 0  # transactions, for tests and metrics
 
     async def start(self) -> None:

@@ -108,9 +108,9 @@ class StagewireError(Exception):
         self.message = message
         self.fields = dict(fields) if fields else None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The ``error`` object of a reply."""
-        out: dict = {"code": int(self.code), "message": self.message}
+        out: dict[str, Any] = {"code": int(self.code), "message": self.message}
         if self.fields:
             out["fields"] = self.fields
         if self.code.temporary:

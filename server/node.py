@@ -310,7 +310,7 @@ class Node:
                     self._held.discard(channel)
                     await self.broker.unsubscribe(channel)
         finally:
-            if not lock.locked() and not lock._waiters:  # type: ignore[attr-defined]
+            if not lock.locked() and not lock._waiters:
                 self._hold_locks.pop(channel, None)
 
     # -- control ------------------------------------------------------------------

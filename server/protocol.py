@@ -137,7 +137,8 @@ def encode(message: Mapping[str, Any], encoding: Encoding) -> bytes:
     """Encode one server message."""
     if encoding is Encoding.JSON:
         return orjson.dumps(message)
-    return msgpack.packb(message, use_bin_type=True)
+    packed: bytes = msgpack.packb(message, use_bin_type=True)
+    return packed
 
 
 def join_messages(payloads: list[bytes], encoding: Encoding) -> bytes:

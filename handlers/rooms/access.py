@@ -31,11 +31,16 @@ log = logging.getLogger("stagewire.rooms")
 
 
 class Actor(Protocol):
-    """Who is asking: a verified identity (``server.auth.sessions.Identity``)."""
+    """Who is asking: a verified identity (``server.auth.identity.Identity``)."""
 
-    user_id: int
-    username: str
-    role: str
+    @property
+    def user_id(self) -> int: ...
+
+    @property
+    def username(self) -> str: ...
+
+    @property
+    def role(self) -> str: ...
 
 
 def not_found(message: str, fields: dict[str, str] | None = None) -> CommandError:

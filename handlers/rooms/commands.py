@@ -72,7 +72,7 @@ async def typing(ctx: Context, params: schemas.RoomRef) -> dict[str, Any]:
     return await MessagesService(ctx.node).typing(ctx.user, params)
 
 
-HANDLERS: dict[str, Handler] = {
+HANDLERS: dict[str, Handler[Any]] = {
     "rooms.create": Handler(schemas.CreateRoom, create_room),
     "rooms.get": Handler(schemas.RoomRef, get_room),
     "rooms.list": Handler(schemas.ListRooms, list_rooms),

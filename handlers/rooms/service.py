@@ -62,10 +62,10 @@ class RoomsService(ServiceBase):
             ).values_list("room_id", "role"))
             views = [room_view(r, r.created_by.username, roles.get(r.id)) for r in rooms]
         else:
-            query = Membership.filter(user_id=actor.user_id)
+            mine = Membership.filter(user_id=actor.user_id)
             if params.before is not None:
-                query = query.filter(room_id__lt=params.before)
-            memberships = await query.order_by("-room_id").limit(params.limit + 1).select_related(
+                mine = mine.filter(room_id__lt=params.before)
+            memberships = await mine.order_by("-room_id").limit(params.limit + 1).select_related(
                 "room__created_by"
             )
             more, memberships = len(memberships) > params.limit, memberships[: params.limit]
@@ -156,7 +156,7 @@ class RoomsService(ServiceBase):
                     if message_id > marker.message_id:
                         marker.message_id = message_id
                         await marker.save(update_fields=["message_id", "updated_at"])
-                    return marker.message_id
+                    return int(marker.message_id)
             try:
                 async with in_transaction():
                     await ReadMarker.create(room_id=room_id, user_id=user_id, message_id=message_id)

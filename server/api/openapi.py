@@ -22,8 +22,8 @@ from server.appkeys import API_DOCS
 from server.auth import routes as auth_api
 
 REF = "#/components/schemas/{model}"
-USER_AUTH = [{"userToken": []}]
-KEY_AUTH = [{"apiKey": []}]
+USER_AUTH: list[dict[str, list[str]]] = [{"userToken": []}]
+KEY_AUTH: list[dict[str, list[str]]] = [{"apiKey": []}]
 
 
 def ref(name: str) -> dict[str, str]:

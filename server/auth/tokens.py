@@ -104,7 +104,7 @@ class TokenSigner:
 
     def _accept_skewed(self, exc: SignatureExpired) -> tuple[Any, Any]:
         signed_at = exc.date_signed
-        if signed_at is not None and 0 < signed_at.timestamp() - self._clock() <= CLOCK_SKEW:
+        if exc.payload is not None and signed_at is not None and 0 < signed_at.timestamp() - self._clock() <= CLOCK_SKEW:
             try:
                 return self._serializer.load_payload(exc.payload), signed_at
             except BadData:

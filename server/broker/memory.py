@@ -51,7 +51,7 @@ class MemoryBroker:
         self._streams: dict[str, _Stream] = {}
         self._subscribed: set[str] = set()
         self._handler: BrokerHandler | None = None
-        self._sweeper: asyncio.Task | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     @property
     def healthy(self) -> bool:

@@ -209,7 +209,7 @@ class RedisBroker:
 
     async def _read(
         self, channel: str, since: StreamPosition | None, limit: int, reverse: bool
-    ) -> tuple[StreamPosition, list]:
+    ) -> tuple[StreamPosition, list[Any]]:
         async with self._command() as client:
             reply = await self._read_script(
                 keys=self._keys(channel),

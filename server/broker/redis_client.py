@@ -72,7 +72,8 @@ class RedisClient:
 
     def make_connection(self) -> AbstractConnection:
         """A new, unconnected connection with the pool's settings (for pub/sub)."""
-        return self._client().connection_pool.make_connection()
+        connection: AbstractConnection = self._client().connection_pool.make_connection()  # type: ignore[no-untyped-call]
+        return connection
 
     @contextlib.asynccontextmanager
     async def command(self) -> AsyncIterator[Redis]:

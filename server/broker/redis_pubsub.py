@@ -63,7 +63,7 @@ class Timing:
         """Delay before reconnect attempt ``attempt`` (from 0): doubling, capped, ±20%."""
         delay = min(self.max_delay, self.min_delay * 2 ** min(attempt, 32))
         # Jitter so that nodes cut off together do not reconnect in lockstep.
-        return delay * random.uniform(0.8, 1.2)
+        return float(delay * random.uniform(0.8, 1.2))
 
 
 class PubSubShard:
@@ -189,7 +189,7 @@ class PubSubShard:
         conn = self._connect()
         writer: asyncio.Task[None] | None = None
         try:
-            await conn.connect()
+            await conn.connect()  # type: ignore[no-untyped-call]
             # Everything still held is subscribed again in one command; what was
             # requested while we were down is part of that already.
             self._to_subscribe.clear()

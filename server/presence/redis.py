@@ -186,12 +186,12 @@ class RedisPresence:
                 args=[entry.client, entry.user, self._ttl_ms, self._key_ttl_ms],
                 client=client,
             )
-        return joined == 1
+        return bool(joined == 1)
 
     async def remove(self, entry: PresenceEntry) -> bool:
         async with self._client.command() as client:
             left = await self._remove(keys=self._keys(entry.channel), args=[entry.client], client=client)
-        return left == 1
+        return bool(left == 1)
 
     async def refresh(self, entries: Iterable[PresenceEntry]) -> None:
         by_channel: dict[str, list[str]] = defaultdict(list)

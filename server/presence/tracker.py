@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Callable, Coroutine, Iterable, Mapping
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
 from server.broker.base import Broker, BrokerUnavailable
 from server.config import NamespaceSettings
 from server.presence.base import PresenceEntry, PresenceStore
 
 if TYPE_CHECKING:
-    from server.connection import Connection
+    from server.connection import Connection, Spawn
 
 log = logging.getLogger("stagewire.presence")
-
-Spawn = Callable[[Coroutine], asyncio.Task]
 
 
 def tracked(ns: NamespaceSettings | None) -> bool:

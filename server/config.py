@@ -42,7 +42,7 @@ class ServerSettings:
     workers: int = 1
     use_uvloop: bool = True
     log_format: str = "json"  # json | text (stagewire serve)
-    stats_channel: str = "ops:stats"  # "" for none; see server/stats.py
+    stats_channel: str = "ops:stats"  # "" for none; see server/ops/stats.py
     stats_interval: float = 1.0  # seconds; 0 for none
 
     def __post_init__(self) -> None:

@@ -14,8 +14,12 @@ walks through it):
 ``bodies.py``       message bodies at rest, encrypted when configured
 ``views.py``        channel names, JSON views, push events
 ``commands.py``     the WebSocket commands (thin) and their ``HANDLERS`` entries
+``routes.py``       the HTTP routes (a table over the same services) and their OpenAPI
+``settings.py``     the ``[rooms]`` section of ``config.toml``
+``crypto.py``       AES-GCM with a key ring: encryption at rest, key rotation
 ``rekey.py``        re-encrypts stored bodies under the newest key
 ==================  ===========================================================
 
-Models are in ``models/rooms.py``; the HTTP routes in ``server/api/rooms.py``.
+Models are in ``models/rooms.py``. Everything is registered in
+``handlers.REGISTRY``; the server never imports this package.
 """

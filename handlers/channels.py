@@ -90,4 +90,4 @@ async def publish(ctx: Context, params: PublishParams) -> dict[str, Any]:
     position = await ctx.node.publish(
         params.channel, params.data, {"user": ctx.user.username}, params.idempotency_key
     )
-    return {"offset": position.offset, "epoch": position.epoch}
+    return channels.publish_result(position)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any, Awaitable, Callable, Mapping, Protocol, runtime_checkable
 
-from server.broker.base import HistoryOptions
+from server.broker.base import HistoryOptions, StreamPosition
 from server.config import NamespaceSettings
 from server.errors import CommandError, ErrorCode
 
@@ -104,3 +104,15 @@ def check_publish(subject: Subject, channel: str, ns: NamespaceSettings, subscri
 
 def history_options(ns: NamespaceSettings) -> HistoryOptions:
     return HistoryOptions(size=ns.history_size, ttl=ns.history_ttl)
+
+
+def publish_result(position: StreamPosition) -> dict[str, Any]:
+    """The reply to a publish (WebSocket and HTTP): its offset and epoch, and ``delayed`` if so.
+
+    ``delayed``: a durable publication is committed (so published), and live
+    delivery waits for the broker to come back.
+    """
+    result: dict[str, Any] = {"offset": position.offset, "epoch": position.epoch}
+    if position.delayed:
+        result["delayed"] = True
+    return result

@@ -14,7 +14,10 @@ commit and delivery), the missing rows are delivered from the database first;
 if it lost the channel's epoch, the database's epoch is restored into it.
 
 A commit that fails is reported to every publisher of the group, and nothing
-of it is delivered.
+of it is delivered. Once a commit succeeded, its publications are published:
+if the broker cannot take them now, the publishers get their offsets flagged
+``delayed``, and a redelivery task hands the rows to the broker (at their
+stored offsets) as soon as it is back. ``UNAVAILABLE`` means "not stored".
 
 :class:`DurableLog` is a :class:`~server.broker.base.Stream`, like a broker:
 ``publish``, ``position`` and ``history`` take the same arguments, so the node
@@ -50,6 +53,9 @@ from server.errors import CommandError, ErrorCode
 log = logging.getLogger("stagewire.durable")
 
 MAX_ATTEMPTS = 5
+# Redelivery of committed rows the broker could not take: first retry, and the cap of the backoff.
+REDELIVER_MIN_DELAY = 0.2
+REDELIVER_MAX_DELAY = 5.0
 
 
 @dataclass(slots=True)
@@ -71,19 +77,30 @@ class DurableLog:
         self._queue: list[_Pending] = []
         self._wakeup = asyncio.Event()
         self._positions: dict[str, StreamPosition] = {}
+        # Committed but not in the broker yet: channel → (its newest stored position, history options).
+        self._undelivered: dict[str, tuple[StreamPosition, HistoryOptions]] = {}
+        self._redeliver_wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._redeliver_task: asyncio.Task[None] | None = None
         self.commits = 0  # transactions, for tests and metrics
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="durable-writer")
+        self._redeliver_task = asyncio.create_task(self._redeliver_forever(), name="durable-redeliver")
+
+    @property
+    def undelivered(self) -> set[str]:
+        """Channels with committed publications the broker has not taken yet."""
+        return set(self._undelivered)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        for task in (self._task, self._redeliver_task):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
         for pending in self._queue:
             if not pending.future.done():
                 pending.future.set_exception(CommandError(ErrorCode.UNAVAILABLE, "server shutting down"))
@@ -155,17 +172,25 @@ class DurableLog:
         for pending, row in zip(batch, rows):
             position = StreamPosition(row.seq, row.epoch)
             self._positions[pending.channel] = position
+        broker_down = False
         for pending, row in zip(batch, rows):
-            try:
-                position = await self._deliver(pending, row)
-            except BrokerUnavailable:
-                # Stored but not delivered: later publishes deliver it from the database.
-                pending.future.set_exception(
-                    CommandError(ErrorCode.UNAVAILABLE, "stored, but the broker is unavailable")
-                )
-                continue
+            stored = StreamPosition(row.seq, row.epoch)
+            if not broker_down and row.channel not in self._undelivered:
+                try:
+                    position = await self._deliver(pending, row)
+                except BrokerUnavailable as exc:
+                    # The rest of the batch would wait for the same timeout: it all waits for redelivery.
+                    log.warning("durable publications stored, broker unavailable: %s", exc)
+                    broker_down = True
+                else:
+                    if not pending.future.done():
+                        pending.future.set_result(position)
+                    continue
+            # Committed, so published: the broker takes it when it is back, in order.
+            self._undelivered[row.channel] = (stored, pending.history)
+            self._redeliver_wakeup.set()
             if not pending.future.done():
-                pending.future.set_result(position)
+                pending.future.set_result(StreamPosition(stored.offset, stored.epoch, delayed=True))
 
     async def _number(self, batch: list[_Pending]) -> list[_Row]:
         rows = []
@@ -209,6 +234,33 @@ class DurableLog:
             await self._broker.publish(channel, pub.data, info=pub.info, history=history, expected_offset=pub.offset)
         if not missing or missing[-1].offset < target.offset:
             await self._broker.restore_position(channel, target)
+
+    async def _redeliver_forever(self) -> None:
+        """Hand committed rows to the broker once it is back, oldest first, at their stored offsets."""
+        delay = REDELIVER_MIN_DELAY
+        while True:
+            await self._redeliver_wakeup.wait()
+            await asyncio.sleep(delay)
+            for channel, (target, history) in list(self._undelivered.items()):
+                try:
+                    current = await self._broker.position(channel)
+                    if current.epoch == target.epoch and current.offset >= target.offset:
+                        pass  # another node (or a later publish) delivered them
+                    else:
+                        await self._catch_up(channel, current, target, history)
+                except BrokerUnavailable:
+                    delay = min(REDELIVER_MAX_DELAY, delay * 2)
+                    break
+                except Exception:
+                    log.exception("redelivering durable publications of %s failed", channel)
+                    delay = min(REDELIVER_MAX_DELAY, delay * 2)
+                    break
+                if self._undelivered.get(channel, (None,))[0] == target:
+                    del self._undelivered[channel]
+            else:
+                delay = REDELIVER_MIN_DELAY
+            if not self._undelivered:
+                self._redeliver_wakeup.clear()
 
     def _fail(self, batch: list[_Pending], error: Exception) -> None:
         for pending in batch:

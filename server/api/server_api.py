@@ -17,6 +17,7 @@ from aiohttp import web
 from server import protocol
 from server.api.common import json_response, parse_body
 from server.appkeys import NODE
+from server.channels import publish_result
 from server.auth.apikeys import api_key_required
 from server.errors import StagewireError
 
@@ -49,7 +50,7 @@ async def publish(request: web.Request) -> web.Response:
     position = await request.app[NODE].publish(
         body.channel, body.data, idempotency_key=body.idempotency_key
     )
-    return json_response({"offset": position.offset, "epoch": position.epoch})
+    return json_response(publish_result(position))
 
 
 @api_key_required
@@ -61,7 +62,7 @@ async def broadcast(request: web.Request) -> web.Response:
     for channel in body.channels:
         try:
             position = await node.publish(channel, body.data)
-            results.append({"channel": channel, "offset": position.offset, "epoch": position.epoch})
+            results.append({"channel": channel, **publish_result(position)})
         except StagewireError as exc:
             results.append({"channel": channel, "error": exc.to_dict()})
     return json_response({"results": results})

@@ -62,6 +62,10 @@ class StreamPosition:
     # True when a publish published nothing: an idempotent retry, or a
     # compare-and-set publish that someone else already made.
     already: bool = field(default=False, compare=False)
+    # True when a durable publication is committed but the broker could not
+    # take it yet: it is published, and live delivery follows when the broker
+    # is back (subscribers that reconnect meanwhile recover it from the database).
+    delayed: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from handlers import REGISTRY
 from models.db import close_db, init_db
 from server.api import openapi, server_api
 from server.api.errors import error_middleware
+from server.api.security import set_security_headers
 from server.appkeys import API_DOCS, AUTH, AUTHORIZER_TABLE, HANDLER_TABLE, METRICS, NODE, SETTINGS
 from server.auth import routes as auth_routes
 from server.auth.sessions import Authenticator
@@ -66,6 +67,7 @@ def create_app(settings: Settings, registry: Registry = REGISTRY) -> web.Applica
     app[METRICS] = metrics.create_registry(lambda: app.get(NODE))
     app.cleanup_ctx.extend([database_ctx, auth_ctx, node_ctx, stats_ctx])
     app.on_shutdown.append(close_websockets)
+    app.on_response_prepare.append(set_security_headers)
     app.add_routes([web.get("/ws", websocket_handler)])
     app.add_routes(health.routes)
     app.add_routes(metrics.routes)

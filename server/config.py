@@ -44,10 +44,14 @@ class ServerSettings:
     log_format: str = "json"  # json | text (stagewire serve)
     stats_channel: str = "ops:stats"  # "" for none; see server/ops/stats.py
     stats_interval: float = 1.0  # seconds; 0 for none
+    tls_cert: str = ""  # PEM certificate chain: serve HTTPS and WSS directly (with tls_key)
+    tls_key: str = ""  # PEM private key of tls_cert
 
     def __post_init__(self) -> None:
         if self.log_format not in ("json", "text"):
             raise ConfigError("server.log_format: json or text")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("server.tls_cert and server.tls_key go together")
 
 
 @dataclass(frozen=True)

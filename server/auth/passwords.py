@@ -8,13 +8,30 @@ must not take ``threads x memory_cost`` of RAM or starve other thread work.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import secrets
+from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from server.config import AuthSettings
+
+
+#: The most common passwords (zxcvbn's list, 8 characters or more); see the file's header.
+COMMON_PASSWORDS_FILE = Path(__file__).with_name("common-passwords.txt")
+
+
+@functools.cache
+def _common_passwords() -> frozenset[str]:
+    lines = COMMON_PASSWORDS_FILE.read_text(encoding="utf-8").splitlines()
+    return frozenset(line for line in lines if line and not line.startswith("#"))
+
+
+def is_common(password: str) -> bool:
+    """Whether ``password`` (in any letter case) is one of the 10,000 most common ones."""
+    return password.lower() in _common_passwords()
 
 
 class Passwords:

@@ -31,7 +31,7 @@ from server.auth.identity import Identity
 from server.config import AuthSettings
 from server.errors import CommandError, ErrorCode
 from server.auth.limiter import LoginLimiter, TooManyAttempts
-from server.auth.passwords import Passwords
+from server.auth.passwords import Passwords, is_common
 from server.auth.tokens import TokenClaims, TokenSigner, load_secrets
 
 __all__ = [
@@ -52,9 +52,11 @@ def check_username(username: str) -> str:
 
 
 def check_password(password: str) -> str:
-    """``password`` if it is 8-256 characters long; raises ValueError otherwise."""
+    """``password`` if it is 8-256 characters long and not a common one; raises ValueError otherwise."""
     if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
         raise ValueError(f"{PASSWORD_MIN} to {PASSWORD_MAX} characters")
+    if is_common(password):
+        raise ValueError("too common: it is among the first passwords an attacker tries")
     return password
 
 

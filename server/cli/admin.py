@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import hmac
 import re
 import secrets
 import sys
@@ -115,7 +116,7 @@ def _read_password(from_stdin: bool) -> str:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = getpass.getpass("Password: ")
-        if getpass.getpass("Repeat it: ") != password:
+        if not hmac.compare_digest(getpass.getpass("Repeat it: ").encode(), password.encode()):
             raise CommandFailed("the passwords differ")
     try:
         return check_password(password)

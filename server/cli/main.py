@@ -41,7 +41,11 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         settings = settings.replace(server={"port": args.port})
     workers = args.workers if args.workers is not None else settings.server.workers
     if args.worker or workers <= 1:
-        serve(settings, reuse_port=args.worker)
+        try:
+            serve(settings, reuse_port=args.worker)
+        except ServeError as exc:
+            print(f"stagewire: {exc}", file=sys.stderr)
+            return 2
         return 0
     worker_argv = ["serve", "--worker"]
     config = getattr(args, "config_sub", None) or args.config

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -41,6 +42,22 @@ def raise_open_files_limit() -> None:
         pass
 
 
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The server's TLS context from ``[server] tls_cert`` and ``tls_key``; None to serve plain HTTP.
+
+    TLS 1.2 at least, with Python's default (modern) ciphers.
+    """
+    if not settings.server.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(settings.path(settings.server.tls_cert), settings.path(settings.server.tls_key))
+    except (OSError, ssl.SSLError) as exc:
+        raise ServeError(f"cannot load the TLS certificate or key: {exc}") from exc
+    return context
+
+
 def serve(settings: Settings, *, reuse_port: bool = False) -> None:
     """Run one node until SIGTERM or SIGINT."""
     from aiohttp import web
@@ -57,16 +74,18 @@ def serve(settings: Settings, *, reuse_port: bool = False) -> None:
             pass
     raise_open_files_limit()
     host, port = settings.server.host, settings.server.port
+    tls = tls_context(settings)
 
     def started(_: str) -> None:
-        log.info("serving on http://%s:%s (pid %d, broker: %s, database: %s)", host, port, os.getpid(),
-                 settings.broker.backend, settings.database.url.split("://", 1)[0])
+        log.info("serving on %s://%s:%s (pid %d, broker: %s, database: %s)", "https" if tls else "http",
+                 host, port, os.getpid(), settings.broker.backend, settings.database.url.split("://", 1)[0])
 
     web.run_app(
         create_app(settings),
         host=host,
         port=port,
         reuse_port=reuse_port or None,
+        ssl_context=tls,
         shutdown_timeout=settings.server.shutdown_timeout,
         print=started,
         access_log=None,

@@ -72,12 +72,12 @@ async def assert_error(response: Any, status: int, code: ErrorCode) -> dict[str,
 
 
 async def register(client: TestClient, username: str = "alice",
-                   password: str = "password1") -> Any:
+                   password: str = "pass-word-1") -> Any:
     return await client.post("/api/auth/register", json={"username": username,
                                                           "password": password})
 
 
-async def login(client: TestClient, username: str = "alice", password: str = "password1") -> Any:
+async def login(client: TestClient, username: str = "alice", password: str = "pass-word-1") -> Any:
     return await client.post("/api/auth/login", json={"username": username,
                                                        "password": password})
 
@@ -116,6 +116,19 @@ async def test_register_invalid_fields_are_422_per_field(client: TestClient) -> 
 
 
 @sqlite_only
+@pytest.mark.parametrize("password", ["password", "PassWord1", "iloveyou", "qwertyuiop", "123456789"])
+async def test_common_passwords_are_refused_in_any_case(client: TestClient, password: str) -> None:
+    error = await assert_error(await register(client, "carol", password), 422, ErrorCode.BAD_REQUEST)
+    assert error["fields"] == {"password": "too common: it is among the first passwords an attacker tries"}
+
+
+@sqlite_only
+async def test_an_uncommon_password_of_the_minimum_length_is_taken(client: TestClient) -> None:
+    response = await register(client, "dave", "zq8!mv2k")
+    assert response.status == 201, await response.text()
+
+
+@sqlite_only
 @pytest.mark.parametrize("body", [{}, {"username": "alice"}, {"username": 5, "password": "x" * 9}])
 async def test_register_missing_or_mistyped_fields_are_422(
     client: TestClient, body: dict[str, Any]
@@ -147,7 +160,7 @@ async def test_login_returns_a_token(client: TestClient) -> None:
 async def test_unknown_user_and_wrong_password_look_the_same(client: TestClient) -> None:
     await register(client)
     wrong_password = await login(client, "alice", "wrong-password")
-    unknown_user = await login(client, "nobody", "password1")
+    unknown_user = await login(client, "nobody", "pass-word-1")
     assert wrong_password.status == unknown_user.status == 401
     assert await wrong_password.read() == await unknown_user.read()
 
@@ -157,7 +170,7 @@ async def test_repeated_failures_are_429_with_retry_after(client: TestClient) ->
     for _ in range(MAX_FAILURES):
         await assert_error(await login(client, "alice", "wrong-password"),
                            401, ErrorCode.UNAUTHORIZED)
-    response = await login(client, "alice", "password1")
+    response = await login(client, "alice", "pass-word-1")
     error = await assert_error(response, 429, ErrorCode.TOO_MANY_REQUESTS)
     assert error["temporary"] is True
     assert 0 < int(response.headers["Retry-After"]) <= 300

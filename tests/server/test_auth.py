@@ -306,7 +306,7 @@ def auth(settings: Settings, clock: FakeClock) -> Authenticator:
 
 
 async def test_register_stores_a_hashed_lower_case_user(auth: Authenticator) -> None:
-    user = await auth.register("Alice", "password1")
+    user = await auth.register("Alice", "pass-word-1")
     stored = await User.get(id=user.id)
     assert (stored.username, stored.role) == ("alice", Role.USER)
     assert stored.password_hash.startswith("$argon2id$")
@@ -314,23 +314,23 @@ async def test_register_stores_a_hashed_lower_case_user(auth: Authenticator) -> 
 
 @pytest.mark.parametrize("name", ["alice", "ALICE"])
 async def test_register_taken_name_conflicts(auth: Authenticator, name: str) -> None:
-    await auth.register("alice", "password1")
+    await auth.register("alice", "pass-word-1")
     with pytest.raises(CommandError) as exc_info:
-        await auth.register(name, "password2")
+        await auth.register(name, "pass-word-2")
     assert_error(exc_info, ErrorCode.CONFLICT)
 
 
 async def test_register_race_on_the_unique_index_conflicts(
     auth: Authenticator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await auth.register("alice", "password1")
+    await auth.register("alice", "pass-word-1")
 
     async def not_yet(**_: object) -> bool:  # as if the other insert came after our check
         return False
 
     monkeypatch.setattr(User, "exists", not_yet)
     with pytest.raises(CommandError) as exc_info:
-        await auth.register("alice", "password2")
+        await auth.register("alice", "pass-word-2")
     assert_error(exc_info, ErrorCode.CONFLICT)
     assert await User.filter(username="alice").count() == 1
 
@@ -343,8 +343,8 @@ async def test_register_rejects_invalid_fields(auth: Authenticator) -> None:
 
 
 async def test_login_then_verify(auth: Authenticator, clock: FakeClock) -> None:
-    user = await auth.register("alice", "password1")
-    token, expires_in, logged_in = await auth.login("Alice", "password1", "1.1.1.1")
+    user = await auth.register("alice", "pass-word-1")
+    token, expires_in, logged_in = await auth.login("Alice", "pass-word-1", "1.1.1.1")
     assert expires_in == TTL and logged_in.id == user.id
     identity = await auth.verify(token)
     assert (identity.user_id, identity.username, identity.role) == (user.id, "alice", "user")
@@ -356,7 +356,7 @@ async def test_login_then_verify(auth: Authenticator, clock: FakeClock) -> None:
 async def test_wrong_password_and_unknown_user_fail_alike(
     auth: Authenticator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await auth.register("alice", "password1")
+    await auth.register("alice", "pass-word-1")
     dummies = []
     real_dummy = auth.passwords.verify_dummy
 
@@ -366,35 +366,35 @@ async def test_wrong_password_and_unknown_user_fail_alike(
 
     monkeypatch.setattr(auth.passwords, "verify_dummy", spy)
     errors = []
-    for name, password in [("alice", "wrong-password"), ("nobody", "password1"), ("x", "y")]:
+    for name, password in [("alice", "wrong-password"), ("nobody", "pass-word-1"), ("x", "y")]:
         with pytest.raises(CommandError) as exc_info:
             await auth.login(name, password, None)
         errors.append(exc_info.value.to_dict())
     assert errors[0] == errors[1] == errors[2]
     assert errors[0]["code"] == ErrorCode.UNAUTHORIZED
-    assert dummies == ["password1", "y"]  # the unknown names still cost a hash
+    assert dummies == ["pass-word-1", "y"]  # the unknown names still cost a hash
 
 
 async def test_login_is_limited_even_with_the_right_password(auth: Authenticator) -> None:
-    await auth.register("alice", "password1")
+    await auth.register("alice", "pass-word-1")
     for _ in range(3):
         with pytest.raises(CommandError):
             await auth.login("alice", "wrong-password", "1.1.1.1")
     with pytest.raises(TooManyAttempts):
-        await auth.login("alice", "password1", "2.2.2.2")
+        await auth.login("alice", "pass-word-1", "2.2.2.2")
 
 
 async def test_login_rehashes_an_outdated_hash(auth: Authenticator) -> None:
-    old_hash = await Passwords(time_cost=2, memory_cost=8, parallelism=1).hash("password1")
+    old_hash = await Passwords(time_cost=2, memory_cost=8, parallelism=1).hash("pass-word-1")
     user = await User.create(username="alice", password_hash=old_hash)
-    await auth.login("alice", "password1", None)
+    await auth.login("alice", "pass-word-1", None)
     new_hash = (await User.get(id=user.id)).password_hash
     assert new_hash != old_hash and not auth.passwords.needs_rehash(new_hash)
 
 
 async def test_admins_from_settings_and_database(auth: Authenticator) -> None:
-    await auth.register("root", "password1")
-    token, _, user = await auth.login("root", "password1", None)
+    await auth.register("root", "pass-word-1")
+    token, _, user = await auth.login("root", "pass-word-1", None)
     assert auth.role_of(user) == "admin"
     assert (await auth.verify(token)).role == "admin"
     await User.create(username="boss", password_hash="x", role=Role.ADMIN)
@@ -402,8 +402,8 @@ async def test_admins_from_settings_and_database(auth: Authenticator) -> None:
 
 
 async def test_expired_token_is_token_expired(auth: Authenticator, clock: FakeClock) -> None:
-    await auth.register("alice", "password1")
-    token, _, _ = await auth.login("alice", "password1", None)
+    await auth.register("alice", "pass-word-1")
+    token, _, _ = await auth.login("alice", "pass-word-1", None)
     clock.advance(TTL + 1)
     with pytest.raises(CommandError) as exc_info:
         await auth.verify(token)
@@ -411,8 +411,8 @@ async def test_expired_token_is_token_expired(auth: Authenticator, clock: FakeCl
 
 
 async def test_refresh_extends_the_same_session(auth: Authenticator, clock: FakeClock) -> None:
-    await auth.register("alice", "password1")
-    token, _, _ = await auth.login("alice", "password1", None)
+    await auth.register("alice", "pass-word-1")
+    token, _, _ = await auth.login("alice", "pass-word-1", None)
     clock.advance(TTL - 10)
     refreshed_at = clock.now
     new_token, expires_in, user = await auth.refresh(token)
@@ -427,10 +427,10 @@ async def test_refresh_extends_the_same_session(auth: Authenticator, clock: Fake
 
 
 async def test_logout_revokes_every_token_of_the_session(auth: Authenticator) -> None:
-    await auth.register("alice", "password1")
-    token, _, _ = await auth.login("alice", "password1", None)
+    await auth.register("alice", "pass-word-1")
+    token, _, _ = await auth.login("alice", "pass-word-1", None)
     refreshed, _, _ = await auth.refresh(token)
-    other, _, _ = await auth.login("alice", "password1", None)
+    other, _, _ = await auth.login("alice", "pass-word-1", None)
     identity = await auth.logout(token)
     for dead in (token, refreshed):
         with pytest.raises(CommandError) as exc_info:
@@ -445,8 +445,8 @@ async def test_logout_revokes_every_token_of_the_session(auth: Authenticator) ->
 
 
 async def test_token_for_another_user_or_no_session_is_unauthorized(auth: Authenticator) -> None:
-    await auth.register("alice", "password1")
-    token, _, _ = await auth.login("alice", "password1", None)
+    await auth.register("alice", "pass-word-1")
+    token, _, _ = await auth.login("alice", "pass-word-1", None)
     session_id = (await auth.verify(token)).session_id
     for forged in (auth.tokens.issue(999, session_id)[0],
                    auth.tokens.issue(1, "not-a-uuid")[0],
@@ -457,10 +457,10 @@ async def test_token_for_another_user_or_no_session_is_unauthorized(auth: Authen
 
 
 async def test_purge_deletes_only_expired_sessions(auth: Authenticator, clock: FakeClock) -> None:
-    await auth.register("alice", "password1")
-    await auth.login("alice", "password1", None)
+    await auth.register("alice", "pass-word-1")
+    await auth.login("alice", "pass-word-1", None)
     clock.advance(TTL + 1)
-    token, _, _ = await auth.login("alice", "password1", None)
+    token, _, _ = await auth.login("alice", "pass-word-1", None)
     assert await auth.purge_sessions() == 1
     await auth.verify(token)
 
@@ -475,8 +475,8 @@ async def test_auth_ctx_stores_an_authenticator(database_url: str, tmp_path: Pat
     await runner.setup()
     try:
         auth = app[AUTH]
-        await auth.register("alice", "password1")
-        token, _, _ = await auth.login("alice", "password1", None)
+        await auth.register("alice", "pass-word-1")
+        token, _, _ = await auth.login("alice", "pass-word-1", None)
         assert (await auth.verify(token)).username == "alice"
         assert (Path(settings.base_dir) / ".stagewire" / "secret").exists()
     finally:
@@ -484,8 +484,8 @@ async def test_auth_ctx_stores_an_authenticator(database_url: str, tmp_path: Pat
 
 
 async def test_parallel_attempts_count_before_they_finish(auth: Authenticator) -> None:
-    await auth.register("alice", "password1")
-    results = await asyncio.gather(*(auth.login("alice", "password1", None) for _ in range(4)),
+    await auth.register("alice", "pass-word-1")
+    results = await asyncio.gather(*(auth.login("alice", "pass-word-1", None) for _ in range(4)),
                                    return_exceptions=True)
     assert [type(r) for r in results].count(tuple) == 3
     assert isinstance(results[3], TooManyAttempts)

@@ -59,7 +59,13 @@ def create_app(settings: Settings, registry: Registry = REGISTRY) -> web.Applica
             or a bad value in one.
     """
     settings.check_sections(registry.sections)
-    app = web.Application(client_max_size=MAX_REQUEST_BODY, middlewares=[request_log_middleware, error_middleware])
+    app = web.Application(
+        client_max_size=MAX_REQUEST_BODY,
+        middlewares=[request_log_middleware, error_middleware],
+        # aiohttp closes a connection that has no request in progress after this
+        # long: one that never sends one, or trickles its headers (slowloris).
+        handler_args={"keepalive_timeout": settings.server.header_timeout},
+    )
     app[SETTINGS] = settings
     app[HANDLER_TABLE] = registry.handlers
     app[AUTHORIZER_TABLE] = registry.authorizers

@@ -44,6 +44,7 @@ class ServerSettings:
     log_format: str = "json"  # json | text (stagewire serve)
     stats_channel: str = "ops:stats"  # "" for none; see server/ops/stats.py
     stats_interval: float = 1.0  # seconds; 0 for none
+    header_timeout: float = 10.0  # seconds to send a request's headers (and to idle between requests)
     tls_cert: str = ""  # PEM certificate chain: serve HTTPS and WSS directly (with tls_key)
     tls_key: str = ""  # PEM private key of tls_cert
 

@@ -11,7 +11,7 @@ from server.broker.base import Publication, StreamPosition
 from server.dispatch import Context, Params, Reply
 from server.errors import CommandError, ErrorCode
 
-Channel = pydantic.constr(min_length=3, max_length=255)
+Channel = channels.ChannelName
 
 
 class Position(Params):
@@ -20,7 +20,7 @@ class Position(Params):
 
 
 class SubscribeParams(Params):
-    channel: Channel  # type: ignore[valid-type]
+    channel: Channel
     recover: bool = False
     offset: int | None = pydantic.Field(default=None, ge=0)
     epoch: str | None = pydantic.Field(default=None, max_length=64)
@@ -28,18 +28,18 @@ class SubscribeParams(Params):
 
 
 class HistoryParams(Params):
-    channel: Channel  # type: ignore[valid-type]
+    channel: Channel
     since: Position | None = None
     limit: int = pydantic.Field(default=100, ge=0, le=1000)
     reverse: bool = False
 
 
 class UnsubscribeParams(Params):
-    channel: Channel  # type: ignore[valid-type]
+    channel: Channel
 
 
 class PublishParams(Params):
-    channel: Channel  # type: ignore[valid-type]
+    channel: Channel
     data: Any = pydantic.Field(...)
     idempotency_key: str | None = pydantic.Field(default=None, min_length=1, max_length=128)
 

@@ -10,7 +10,7 @@ from server.errors import CommandError, ErrorCode
 
 
 class PresenceParams(Params):
-    channel: Channel  # type: ignore[valid-type]
+    channel: Channel
 
 
 async def _check(ctx: Context, channel: str) -> None:

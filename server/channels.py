@@ -12,13 +12,22 @@ API), and whether join/leave pushes are sent. Pure functions, no I/O.
 from __future__ import annotations
 
 import re
-from typing import Any, Awaitable, Callable, Mapping, Protocol, runtime_checkable
+from typing import Annotated, Any, Awaitable, Callable, Mapping, Protocol, runtime_checkable
+
+import pydantic
 
 from server.broker.base import HistoryOptions, StreamPosition
 from server.config import NamespaceSettings
 from server.errors import CommandError, ErrorCode
 
 CHANNEL_RE = re.compile(r"^([a-z0-9_-]{1,64}):([A-Za-z0-9_.@=,:\-]{1,190})$")
+
+ChannelName = Annotated[
+    str,
+    # The pattern documents the rule (OpenAPI); split_channel checks it, with its own message.
+    pydantic.Field(min_length=3, max_length=255, json_schema_extra={"pattern": CHANNEL_RE.pattern}),
+]
+"""A channel name field of a command or a request body."""
 
 
 class Subject(Protocol):

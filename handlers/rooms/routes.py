@@ -25,7 +25,7 @@ from handlers.rooms.messages import MessagesService
 from handlers.rooms.service import RoomsService
 from server.api.common import bearer_token, json_body, json_response, validate
 from server.api.openapi import (
-    BOOL, INT, NTIME, REF, STR, TIME, USER_AUTH, Components, error_responses, obj, ref, response,
+    BODY_ERRORS, BOOL, INT, NTIME, REF, STR, TIME, USER_AUTH, Components, error_responses, obj, ref, response,
 )
 from server.appkeys import AUTH, NODE
 from server.auth.identity import Identity
@@ -152,10 +152,10 @@ _ROOM_RESULTS: dict[str, dict[str, Any]] = {
     "invite": obj(["member"], member=ref("Member")),
     "join": obj(["member"], member=ref("Member")),
     "leave": {"type": "object"},
-    "typing": {"type": "object"},
     "read": obj(["room", "unread", "last_read"], room=INT, unread=INT, last_read=INT),
 }
 _MESSAGE_RESULTS: dict[str, dict[str, Any]] = {
+    "typing": {"type": "object"},
     "list_messages": obj(["messages", "next"], messages={"type": "array", "items": ref("Message")},
                          next=_NEXT),
 }
@@ -181,7 +181,7 @@ def _operation(op: Operation, components: Components) -> dict[str, Any]:
         ],
         "responses": {
             str(op.status): response("success", _result_schema(op)),
-            **error_responses(401, 403, 404, 409, 422, 503),
+            **error_responses(401, 403, 404, 409, 422, 503, *(BODY_ERRORS if op.source == "body" else ())),
         },
     }
     if op.source == "query":

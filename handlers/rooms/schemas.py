@@ -22,6 +22,8 @@ from server.dispatch import Params
 MAX_ID = 2**63 - 1
 RoomId = Annotated[int, Field(ge=1, le=MAX_ID, description="a room's id")]
 MessageId = Annotated[int, Field(ge=1, le=MAX_ID, description="a message's id")]
+# Checked by the service (it must hold a non-space character, within [rooms] max_body); the pattern documents it.
+Body = Annotated[str, Field(json_schema_extra={"pattern": "\\S"})]
 
 
 def _stripped_name(value: str) -> str:
@@ -32,7 +34,8 @@ def _stripped_name(value: str) -> str:
 
 
 RoomName = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_stripped_name)]
-Username = Annotated[str, Field(min_length=3, max_length=32), AfterValidator(check_username)]
+Username = Annotated[str, Field(min_length=3, max_length=32, json_schema_extra={"pattern": "^[A-Za-z0-9_.-]+$"}),
+                     AfterValidator(check_username)]
 PageSize = Annotated[int, Field(ge=1, le=100, description="at most this many items")]
 
 
@@ -70,7 +73,7 @@ class SendMessage(Params):
     """``messages.send``."""
 
     room: RoomId
-    body: str
+    body: Body
 
 
 class MessageRef(Params):
@@ -85,7 +88,7 @@ class EditMessage(Params):
 
     room: RoomId
     message: MessageId
-    body: str
+    body: Body
 
 
 class ListMessages(Params):

@@ -51,7 +51,11 @@ def response(description: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def error_responses(*statuses: int) -> dict[str, Any]:
-    return {str(s): response("error", ref("Error")) for s in statuses}
+    return {str(s): response("error", ref("Error")) for s in sorted(set(statuses))}
+
+
+#: Every operation that reads a body may answer these: not JSON (400), too large (413).
+BODY_ERRORS = (400, 413)
 
 
 class Components:
@@ -79,6 +83,8 @@ class Components:
 
 def _simple(summary: str, tag: str, ok: dict[str, Any], *, status: int = 200, body: dict[str, Any] | None = None,
             security: list[dict[str, list[str]]] | None = None, errors: tuple[int, ...] = (401,)) -> dict[str, Any]:
+    if body is not None:
+        errors = (*BODY_ERRORS, *errors)
     out: dict[str, Any] = {"summary": summary, "tags": [tag],
                            "responses": {str(status): response("success", ok), **error_responses(*errors)}}
     if body is not None:

@@ -27,14 +27,17 @@ from models.user import User
 from server.api.common import bearer_token, client_ip, json_response, parse_body
 from server.appkeys import AUTH, NODE
 from server.auth.identity import Identity
-from server.auth.sessions import PASSWORD_MAX, check_password, check_username
+from server.auth.sessions import PASSWORD_MAX, PASSWORD_MIN, USERNAME_RE, check_password, check_username
 
 
 class RegisterBody(BaseModel):
     model_config = ConfigDict(strict=True)
 
-    username: Annotated[str, AfterValidator(check_username)]
-    password: Annotated[str, AfterValidator(check_password)]
+    # The schema extras document the rules (OpenAPI); the validators check them, with their own messages.
+    username: Annotated[str, AfterValidator(check_username),
+                        Field(json_schema_extra={"pattern": USERNAME_RE.pattern.join("^$")})]
+    password: Annotated[str, AfterValidator(check_password),
+                        Field(json_schema_extra={"minLength": PASSWORD_MIN, "maxLength": PASSWORD_MAX})]
 
 
 class LoginBody(BaseModel):

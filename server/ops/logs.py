@@ -26,6 +26,7 @@ from typing import Any, Awaitable, Callable
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 conn_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("stagewire_conn", default=None)
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("stagewire_request", default=None)
@@ -80,6 +81,22 @@ class TextFormatter(logging.Formatter):
         return super().format(record)
 
 
+class BadRequestFilter(logging.Filter):
+    """A malformed HTTP request is the client's fault: one INFO line, not an ERROR with a traceback.
+
+    aiohttp answers it with 400 and logs the parser's exception; left alone, a
+    client could fill the log with tracebacks by sending garbage.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if record.name == "aiohttp.server" and isinstance(exc, HttpProcessingError):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = "bad HTTP request refused: %s", (str(exc.message).strip(),)
+            record.exc_info = record.exc_text = None
+        return True
+
+
 def configure_logging(log_format: str = "json", level: int = logging.INFO) -> None:
     """Send every record to stderr, one line each, in ``log_format`` (json or text)."""
     if log_format not in ("json", "text"):
@@ -87,6 +104,7 @@ def configure_logging(log_format: str = "json", level: int = logging.INFO) -> No
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     handler.addFilter(ContextFilter())
+    handler.addFilter(BadRequestFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -142,6 +142,7 @@ class ServerProcess:
         except BaseException:
             await self.kill()
             raise
+        self._note_descendants()  # workers are up once their nodes answered
         return self
 
     async def restart(self, nodes: int = 1) -> ServerProcess:

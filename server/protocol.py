@@ -85,18 +85,22 @@ def decode_frame(data: str | bytes, encoding: Encoding) -> list[Any]:
         # error by check_json_compatible, which is clearer than "malformed").
         raw=False, strict_map_key=False, max_buffer_size=len(data) or 1
     )
+    end = 0
     try:
         unpacker.feed(data)
         messages = []
         for message in unpacker:
             messages.append(message)
+            # After a whole message, not after the loop: a cut-off message
+            # that opened a container counts its header as read.
+            end = unpacker.tell()
             if len(messages) > MAX_COMMANDS_PER_FRAME:
                 raise ProtocolError(f"more than {MAX_COMMANDS_PER_FRAME} commands in one frame")
     except ProtocolError:
         raise
     except Exception:  # msgpack raises several unrelated types for bad input
         raise ProtocolError("malformed msgpack") from None
-    if unpacker.tell() != len(data):
+    if end != len(data):
         raise ProtocolError("truncated msgpack")
     if not messages:
         raise ProtocolError("empty frame")

@@ -106,6 +106,13 @@ class WSClient:
             raise AssertionError("server did not close after disconnect") from None
         return push, self.ws.close_code
 
+    def pending(self) -> list[dict]:
+        """Messages received but not yet returned (kept while waiting for a reply or a push).
+
+        A copy: reading it consumes nothing.
+        """
+        return list(self._inbox)
+
     async def assert_quiet(self) -> None:
         """No push is pending: a ping's reply arrives with nothing but pings before it.
 

@@ -28,7 +28,7 @@ import asyncio
 import collections
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from server.errors import CommandError
 
@@ -65,20 +65,35 @@ class RecentErrors(logging.Handler):
 
 
 class StatsPublisher:
-    """Computes the node's per-second numbers and publishes them to ``channel``."""
+    """Computes the node's per-second numbers and publishes them to ``channel``.
+
+    Args:
+        node: The node whose numbers are published.
+        channel: The stats channel (``[server] stats_channel``).
+        errors: The handler that keeps the recent warnings and errors.
+        clock: A monotonic clock, in seconds, for rates and uptime; tests fake it.
+    """
 
     COUNTERS = ("commands", "messages_out", "deliveries", "publications")
 
-    def __init__(self, node: Node, channel: str, errors: RecentErrors) -> None:
+    def __init__(
+        self,
+        node: Node,
+        channel: str,
+        errors: RecentErrors,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.node = node
         self.channel = channel
         self.errors = errors
-        self._started = time.monotonic()
+        self._clock = clock
+        self._started = clock()
         self._last = self._read()
 
     def _read(self) -> tuple[float, dict[str, int]]:
         counters = self.node.counters
-        return time.monotonic(), {key: getattr(counters, key) for key in self.COUNTERS}
+        return self._clock(), {key: getattr(counters, key) for key in self.COUNTERS}
 
     def snapshot(self) -> dict[str, Any]:
         """The numbers since the previous snapshot (rates) and now (gauges)."""

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Awaitable, Callable, Sequence
 
 import pytest
 
 from server.cli.main import main
 
-ROOT = Path(__file__).resolve().parents[2]
 SECRET_ENV = ("STAGEWIRE_API_KEY", "STAGEWIRE_TOKEN", "STAGEWIRE_PASSWORD", "STAGEWIRE_CONFIG",
               "STAGEWIRE_URL", "STAGEWIRE_WS_URL")
 

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import sys
 import time
 
 import pytest
 
 from server.appkeys import NODE
 from server.auth.tokens import TokenSigner
-from tests.cli.conftest import ROOT
 from tests.client.helpers import closed_port, eventually
 from tests.conftest import API_KEY
+from tests.serverproc import command_process, run_command
 
 
 def lines(text: str) -> list[dict]:
@@ -82,25 +80,18 @@ async def test_publish_errors_are_one_line(stagewire, acli, argv, message) -> No
 async def test_database_api_keys_work_until_revoked(stagewire, tmp_path, acli) -> None:
     # The server of the fixture keeps its database in tmp_path; the admin
     # commands run in another process, as an operator would run them.
-    env = {**os.environ, "STAGEWIRE_DATABASE__URL": f"sqlite://{tmp_path}/stagewire.sqlite3"}
+    env = {"STAGEWIRE_DATABASE__URL": f"sqlite://{tmp_path}/stagewire.sqlite3"}
 
-    async def stagewire_cmd(*argv: str) -> tuple[int, str, str]:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "server", *argv, cwd=ROOT, env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        out, err = await asyncio.wait_for(proc.communicate(), 60)
-        assert proc.returncode is not None
-        return proc.returncode, out.decode(), err.decode()
-
-    code, out, err = await stagewire_cmd("apikey", "create", "backend")
-    assert code == 0, err
-    key = out.strip()
-    published = await acli("publish", "news:db", "1", "--url", stagewire.url, "--api-key", key)
+    created = await run_command(["apikey", "create", "backend"], tmp_path, env)
+    assert created.code == 0, created.err
+    key = created.out.strip()
+    # "--api-key=KEY": a generated key may start with "-", which argparse would take for an option.
+    published = await acli("publish", "news:db", "1", "--url", stagewire.url, f"--api-key={key}")
     assert published.code == 0, published.err
 
-    code, _, err = await stagewire_cmd("apikey", "revoke", "backend")
-    assert code == 0, err
-    refused = await acli("publish", "news:db", "2", "--url", stagewire.url, "--api-key", key)
+    revoked = await run_command(["apikey", "revoke", "backend"], tmp_path, env)
+    assert revoked.code == 0, revoked.err
+    refused = await acli("publish", "news:db", "2", "--url", stagewire.url, f"--api-key={key}")
     assert (refused.code, refused.err) == (1, "stagewire: not authorized: invalid API key\n")
 
 
@@ -169,14 +160,11 @@ async def test_tail_errors_are_one_line(stagewire, acli, channel, token, url, me
         assert tokens[token] not in result.err
 
 
-async def test_tail_stops_quietly_on_ctrl_c(stagewire) -> None:
+async def test_tail_stops_quietly_on_ctrl_c(stagewire, tmp_path) -> None:
     token = await stagewire.token("alice")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server", "tail", "news:sigint", "--url", stagewire.ws_url, cwd=ROOT,
-        env={**os.environ, "STAGEWIRE_TOKEN": token},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    assert proc.stdout is not None and proc.stderr is not None
-    try:
+    argv = ["tail", "news:sigint", "--url", stagewire.ws_url]
+    async with command_process(argv, tmp_path, {"STAGEWIRE_TOKEN": token}) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
         while b"tailing news:sigint" not in await asyncio.wait_for(proc.stderr.readline(), 30):
             pass
         await publish(stagewire, "news:sigint", {"n": 1})
@@ -186,7 +174,3 @@ async def test_tail_stops_quietly_on_ctrl_c(stagewire) -> None:
         rest = await asyncio.wait_for(proc.stderr.read(), 10)
         assert await asyncio.wait_for(proc.wait(), 10) == 0
         assert b"Traceback" not in rest and token.encode() not in rest
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 
 import pytest
 
-from tests.cluster.conftest import ROOT, channel_name, free_port
+from tests.cluster.conftest import channel_name
+from tests.serverproc import free_port, run_command
 
 pytestmark = pytest.mark.redis
 
@@ -46,9 +45,8 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_workers_with_the_memory_broker_are_refused(cluster):
-    env = cluster.env(free_port(), {"STAGEWIRE_BROKER__BACKEND": "memory"})
-    result = subprocess.run([sys.executable, "-m", "server", "serve", "--workers", "2"], cwd=ROOT, env=env,
-                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
-    assert result.returncode == 2
-    assert "--workers > 1 needs the redis broker" in result.stderr
+async def test_workers_with_the_memory_broker_are_refused(cluster, tmp_path):
+    env = cluster.settings({"STAGEWIRE_BROKER__BACKEND": "memory"})
+    result = await run_command(["serve", "--workers", "2"], tmp_path, env, port=free_port(), timeout=30)
+    assert result.code == 2
+    assert "--workers > 1 needs the redis broker" in result.err

@@ -9,11 +9,22 @@ from server.ops.stats import RecentErrors, StatsPublisher
 from tests.conftest import NAMESPACES, make_settings
 
 FAST = {"stats_interval": 0.1}
+
 KEYS = {
     "node", "time", "uptime", "connections", "users", "channels", "messages_in_per_s",
     "messages_out_per_s", "deliveries_per_s", "publications_per_s", "slow_disconnects",
     "broker", "recent_errors",
 }
+
+
+class FakeClock:
+    """A monotonic clock that only moves when told to."""
+
+    def __init__(self) -> None:
+        self.now = 500.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 async def test_admins_receive_every_nodes_stats(make_stagewire, tmp_path):
@@ -54,15 +65,19 @@ async def test_history_keeps_the_last_minutes_for_a_new_dashboard(make_stagewire
 async def test_rates_are_per_second_since_the_previous_snapshot(make_stagewire, settings):
     stagewire = await make_stagewire(settings)
     node = stagewire.app[NODE]
-    publisher = StatsPublisher(node, "ops:stats", RecentErrors())
-    then, _ = publisher._last
-    publisher._last = (then - 2.0, publisher._last[1])  # pretend two seconds went by
+    clock = FakeClock()
+    publisher = StatsPublisher(node, "ops:stats", RecentErrors(), clock=clock)
+    clock.now += 2.0
     node.counters.commands += 10
     node.counters.deliveries += 40
     snapshot = publisher.snapshot()
-    assert 4.0 <= snapshot["messages_in_per_s"] <= 5.0
-    assert 19.0 <= snapshot["deliveries_per_s"] <= 20.0
-    assert publisher.snapshot()["deliveries_per_s"] == 0
+    assert snapshot["messages_in_per_s"] == 5.0 and snapshot["deliveries_per_s"] == 20.0
+    assert snapshot["publications_per_s"] == 0 and snapshot["uptime"] == 2.0
+    clock.now += 0.5
+    node.counters.publications += 3
+    snapshot = publisher.snapshot()  # since the previous snapshot, not since the start
+    assert snapshot["deliveries_per_s"] == 0 and snapshot["publications_per_s"] == 6.0
+    assert snapshot["uptime"] == 2.5
 
 
 def test_recent_errors_keep_the_last_warnings_without_tracebacks():

@@ -1,9 +1,12 @@
 """The ``PresenceStore`` contract as one suite every backend runs.
 
 A backend's module subclasses :class:`PresenceConformance` and provides
-``make_store(ttl)``, an async factory; stores made by one factory share their
-backend, like the nodes of one cluster, and ``advance(seconds)`` moves their
-clock (a fake clock, or a real wait for a backend that cannot fake time).
+``make_store(ttl)``, an async factory returning a new store on every call (one
+per node), and ``advance(seconds)``, which moves the stores' clock (a fake
+clock, or a real wait for a backend that cannot fake time). For a distributed
+backend the stores of one factory share their backend, like the nodes of one
+cluster; a backend that lives in one process sets ``multi_node = False``, and
+the tests that need several nodes are skipped for it.
 """
 
 from __future__ import annotations
@@ -22,7 +25,14 @@ def channel() -> str:
     return f"presence:ch{next(_ids)}"
 
 
+def require_nodes(suite: PresenceConformance) -> None:
+    if not suite.multi_node:
+        pytest.skip("this backend lives in one process: nodes cannot share its stores")
+
+
 class PresenceConformance:
+    multi_node = True
+
     async def test_users_join_once_and_leave_with_their_last_client(self, make_store, channel):
         store = await make_store(30)
         tab1, tab2 = PresenceEntry(channel, "c1", "alice"), PresenceEntry(channel, "c2", "alice")
@@ -44,16 +54,33 @@ class PresenceConformance:
         assert await store.stats(channel) == (1, 1)
         assert await store.remove(entry) is True
 
+    async def test_unrefreshed_clients_expire_and_report_who_left(self, make_store, advance, channel):
+        store = await make_store(1)
+        await store.add(PresenceEntry(channel, "a1", "alice"))
+        await store.add(PresenceEntry(channel, "a2", "alice"))
+        await store.add(PresenceEntry(channel, "b1", "bob"))
+        await advance(0.6)
+        await store.refresh([PresenceEntry(channel, "a1", "alice")])
+        await advance(0.6)
+        assert await store.expire([channel]) == [(channel, "bob")]  # alice still has a1
+        assert await store.expire([channel]) == []  # reported once
+        assert await store.users(channel) == {"alice": 1}
+        assert await store.stats(channel) == (1, 1)
+
     async def test_nodes_share_presence(self, make_store, channel):
+        require_nodes(self)
         a, b = await make_store(30), await make_store(30)
+        assert a is not b, "each node needs a store of its own"
         assert await a.add(PresenceEntry(channel, "a1", "alice")) is True
         assert await b.add(PresenceEntry(channel, "b1", "alice")) is False
         assert await b.users(channel) == {"alice": 2}
         assert await a.remove(PresenceEntry(channel, "a1", "alice")) is False
         assert await b.remove(PresenceEntry(channel, "b1", "alice")) is True
 
-    async def test_unrefreshed_entries_expire_and_report_who_left(self, make_store, advance, channel):
+    async def test_a_dead_nodes_entries_expire_and_a_live_node_reports_who_left(self, make_store, advance, channel):
+        require_nodes(self)
         live, dead = await make_store(2), await make_store(2)
+        assert live is not dead, "each node needs a store of its own"
         await live.add(PresenceEntry(channel, "l1", "alice"))
         await dead.add(PresenceEntry(channel, "d1", "alice"))
         await dead.add(PresenceEntry(channel, "d2", "bob"))

@@ -1,4 +1,4 @@
-"""The memory presence store against the shared contract."""
+"""The memory presence store against the shared contract (one node: it lives in one process)."""
 
 from __future__ import annotations
 
@@ -16,19 +16,17 @@ class Clock:
 
 
 class TestMemoryPresence(PresenceConformance):
+    multi_node = False
+
     @pytest.fixture
     def clock(self):
         return Clock()
 
     @pytest.fixture
     def make_store(self, clock):
-        shared: list[MemoryPresence] = []
-
         async def make(ttl: float) -> MemoryPresence:
-            # One process: every "node" is the same store.
-            if not shared:
-                shared.append(MemoryPresence(ttl, clock))
-            return shared[0]
+            # A store of its own every time: one process cannot hold another node's presence.
+            return MemoryPresence(ttl, clock)
 
         return make
 

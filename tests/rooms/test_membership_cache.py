@@ -57,7 +57,20 @@ async def test_a_stale_answer_read_during_a_change_is_not_kept(sw, monkeypatch):
     monkeypatch.setattr(membership, "is_member", racing_lookup)
     identity = next(iter(sw.app[NODE].connections.values())).identity
     assert await cache.authorize(identity, room["channel"]) is True
-    assert len(cache._entries) == 0, "an answer read across a change must not be cached"
+    assert (cache.misses, cache.hits) == (1, 0)
+
+    asked: list[tuple[int, str]] = []
+
+    async def lookup(room_id, username):
+        asked.append((room_id, username))
+        return False  # what the change said
+
+    monkeypatch.setattr(membership, "is_member", lookup)
+    # Had the racing answer been kept, this would be a hit saying yes.
+    assert await cache.authorize(identity, room["channel"]) is False, "an answer read across a change must not be cached"
+    assert asked == [(room["id"], "alice")] and (cache.misses, cache.hits) == (2, 0)
+    assert await cache.authorize(identity, room["channel"]) is False  # an answer read in peace is kept
+    assert asked == [(room["id"], "alice")] and (cache.misses, cache.hits) == (2, 1)
 
 
 @pytest.mark.redis

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from argon2 import PasswordHasher
 from itsdangerous import URLSafeTimedSerializer
 
 from models.user import AuthSession, Role, User
@@ -72,32 +73,45 @@ async def test_corrupt_hash_never_verifies(passwords: Passwords) -> None:
     assert passwords.needs_rehash("not-a-hash")
 
 
-async def test_hashing_runs_off_the_event_loop(
-    passwords: Passwords, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    hasher = passwords._hasher
-    threads = []
+@pytest.fixture
+def argon2_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Every argon2 ``hash`` and ``verify`` of the test, with the thread that ran it.
 
-    class Recording:
-        def hash(self, password: str) -> str:
-            threads.append(threading.get_ident())
-            return hasher.hash(password)
+    The library's own methods are wrapped, not replaced: the hashing is real.
+    """
+    calls: list[tuple[str, int]] = []
+    for name in ("hash", "verify"):
+        original = getattr(PasswordHasher, name)
 
-        def verify(self, password_hash: str, password: str) -> bool:
-            threads.append(threading.get_ident())
-            return hasher.verify(password_hash, password)
+        def recording(self, *args, _original=original, _name=name, **kwargs):
+            calls.append((_name, threading.get_ident()))
+            return _original(self, *args, **kwargs)
 
-    monkeypatch.setattr(passwords, "_hasher", Recording())
-    await passwords.verify(await passwords.hash("password"), "password")
-    assert len(threads) == 2 and threading.get_ident() not in threads
+        monkeypatch.setattr(PasswordHasher, name, recording)
+    return calls
 
 
-async def test_dummy_verify_is_prepared_once(passwords: Passwords) -> None:
+async def test_hashing_runs_off_the_event_loop(passwords: Passwords, argon2_calls) -> None:
+    assert await passwords.verify(await passwords.hash("password"), "password")
+    assert [name for name, _ in argon2_calls] == ["hash", "verify"]
+    assert threading.get_ident() not in {thread for _, thread in argon2_calls}
+
+
+async def test_dummy_verify_is_prepared_once(passwords: Passwords, argon2_calls) -> None:
     await passwords.prepare()
-    dummy = passwords._dummy_hash
-    assert dummy is not None
+    await passwords.prepare()
+    assert [name for name, _ in argon2_calls] == ["hash"]
+    argon2_calls.clear()
     await passwords.verify_dummy("whatever")
-    assert passwords._dummy_hash == dummy
+    await passwords.verify_dummy("something else")
+    # A real verification each time (that is the point), never a new hash.
+    assert [name for name, _ in argon2_calls] == ["verify", "verify"]
+
+
+async def test_dummy_verify_prepares_itself_when_nobody_did(passwords: Passwords, argon2_calls) -> None:
+    await passwords.verify_dummy("whatever")
+    await passwords.verify_dummy("whatever")
+    assert [name for name, _ in argon2_calls] == ["hash", "verify", "verify"]
 
 
 async def test_hash_with_other_parameters_needs_rehash(passwords: Passwords) -> None:

@@ -2,86 +2,55 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 import signal
-import socket
-import sys
 import time
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from tests.helpers import connect_ws
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def start_server(tmp_path: Path, *args: str) -> tuple[asyncio.subprocess.Process, str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "STAGEWIRE_SERVER__PORT": str(port),
-        "STAGEWIRE_DATABASE__URL": f"sqlite://{tmp_path}/db.sqlite3",
-        "STAGEWIRE_AUTH__SECRET_FILE": str(tmp_path / "secret"),
-        "STAGEWIRE_AUTH__PASSWORD_TIME_COST": "1",
-        "STAGEWIRE_AUTH__PASSWORD_MEMORY_COST": "1024",
-    }
-    proc = await asyncio.create_subprocess_exec(
-        *args, cwd=ROOT, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    async with aiohttp.ClientSession() as http:
-        while True:
-            try:
-                async with http.get(f"{url}/readyz") as r:
-                    if r.status == 200:
-                        return proc, url
-            except aiohttp.ClientConnectionError:
-                pass
-            if proc.returncode is not None or time.monotonic() > deadline:
-                err = (await proc.stderr.read()).decode() if proc.stderr else ""
-                proc.kill()
-                raise AssertionError(f"server did not become ready: {err[-2000:]}")
-            await asyncio.sleep(0.1)
-
-
-async def login(url: str, username: str) -> str:
-    async with aiohttp.ClientSession() as http:
-        body = {"username": username, "password": "correct horse"}
-        async with http.post(f"{url}/api/auth/register", json=body) as r:
-            assert r.status == 201
-        async with http.post(f"{url}/api/auth/login", json=body) as r:
-            return (await r.json())["token"]
+from tests.serverproc import ROOT, ServerProcess, server_command, stagewire_script
 
 
 @pytest.mark.parametrize("command", [
-    [sys.executable, "-m", "server"],
-    [str(Path(sys.executable).parent / "stagewire"), "serve", "--config", str(ROOT / "config.toml")],
-])
+    server_command(),
+    [str(stagewire_script()), "serve", "--config", str(ROOT / "config.toml")],
+], ids=["python -m server", "stagewire serve"])
 async def test_sigterm_tells_clients_to_reconnect_and_exits(tmp_path, command):
     if not Path(command[0]).exists():
         pytest.skip("the stagewire script is not installed in this environment")
-    proc, url = await start_server(tmp_path, *command)
+    server = await ServerProcess(tmp_path, command=command).start()
     try:
-        token = await login(url, "alice")
-        client = await connect_ws(url.replace("http", "ws") + "/ws")
-        assert "result" in await client.call("connect", token=token)
+        await server.register("alice")
+        client = await connect_ws(server.ws_url)
+        assert "result" in await client.call("connect", token=await server.login("alice"))
         started = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
+        server.send_signal(signal.SIGTERM)
         push, close_code = await client.recv_disconnect(timeout=5)
         assert push["code"] == close_code == 4000 and push["reconnect"] is True
-        assert await asyncio.wait_for(proc.wait(), 10) == 0
+        assert await server.wait(10) == 0
         assert time.monotonic() - started < 10
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await server.kill()
+
+
+async def test_a_restart_keeps_the_port_the_accounts_and_the_log(tmp_path):
+    server = await ServerProcess(tmp_path).start()
+    try:
+        await server.register("alice")
+        token = await server.login("alice")
+        first = server.proc
+        port = server.port
+        await server.restart()
+        assert server.proc is not first and first.returncode == 0
+        assert server.port == port
+        client = await connect_ws(server.ws_url)
+        # Same database and token secret: the token of before the restart still works.
+        assert "result" in await client.call("connect", token=token)
+        await client.close()
+        assert await server.stop() == 0
+    finally:
+        await server.kill()
+    log = server.log_text()  # one file over both runs
+    assert log.count(f"serving on http://127.0.0.1:{port} (pid {first.pid},") == 1
+    assert log.count(f"serving on http://127.0.0.1:{port} (pid ") == 2

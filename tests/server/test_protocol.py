@@ -35,6 +35,8 @@ def test_msgpack_frame_with_several_commands():
         ("\n\n", Encoding.JSON),
         (b"\xc1", Encoding.MSGPACK),
         (msgpack.packb({"id": 1, "type": "ping"})[:-2], Encoding.MSGPACK),
+        # A whole command, then one cut off after its first key and value.
+        (msgpack.packb({"id": 1, "type": "ping"}) + msgpack.packb({"id": 2, "type": "ping"})[:4], Encoding.MSGPACK),
         (b'{"id":1}', Encoding.JSON),
         ('{"id":1}', Encoding.MSGPACK),
         ("\n".join(['{"id":1,"type":"ping"}'] * 101), Encoding.JSON),

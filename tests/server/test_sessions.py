@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
+import time
 
+from server.auth.tokens import TokenSigner
 from tests.conftest import make_settings
 
 
@@ -33,14 +34,26 @@ async def test_expired_token_disconnects_with_a_reconnect_code(make_stagewire, t
 
 
 async def test_refresh_moves_the_expiry(make_stagewire, tmp_path):
-    sw = await make_stagewire(make_settings(tmp_path, auth={"token_ttl": 2}))
-    token = await sw.token("alice")
+    settings = make_settings(tmp_path, auth={"token_ttl": 3})
+    sw = await make_stagewire(settings)
+    alice_token, bob_token = await sw.token("alice"), await sw.token("bob")
+    # The same sessions' tokens, signed with the server's secret by a clock set
+    # back 1.5 s: they expire 0.5-1.5 s from now, a token signed now 2-3 s from now.
+    secrets, ttl = settings.auth.secrets, settings.auth.token_ttl
+    signed_now = TokenSigner(secrets, ttl)
+    signed_before = TokenSigner(secrets, ttl, clock=lambda: time.time() - 1.5)
+
+    def aged(token: str) -> str:
+        claims = signed_now.read(token)
+        return signed_before.issue(claims.user_id, claims.session_id)[0]
+
+    token = aged(alice_token)
     alice = await sw.client(token=token)
-    bob = await sw.client("bob")
-    await asyncio.sleep(1.0)  # let the first tokens age, so the refreshed one outlives them
+    bob = await sw.client(token=aged(bob_token))
     async with sw.http.post(f"{sw.url}/api/auth/refresh", headers={"Authorization": f"Bearer {token}"}) as r:
         assert r.status == 200
         fresh = (await r.json())["token"]
+    assert signed_now.read(fresh).expires_at >= signed_now.read(token).expires_at + 1
     await alice.result("refresh", token=fresh)
     push, _ = await bob.recv_disconnect(timeout=5)
     assert push["code"] == 4003

@@ -220,6 +220,6 @@ async def test_nasty_input_never_breaks_the_connection(stagewire):
         await client.send_raw(frame)
         assert await client.result("ping") == {}, frame
     # Every nasty frame got an answer: a result, or a coded error (reply or push).
-    answers = [m for m in client._inbox if m.get("type") != "ping"]
+    answers = [m for m in client.pending() if m.get("type") != "ping"]
     assert len(answers) == len(NASTY_FRAMES), answers
     assert all("result" in m or isinstance(m.get("error", {}).get("code"), int) for m in answers), answers

@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test typecheck install bench clean
+.PHONY: run test typecheck install bench fuzz fuzz-ws fuzz-http clean
 
 # Reinstalled whenever either project's metadata changes (the client is a
 # separate distribution in client/, installed editable beside the server).
@@ -28,6 +28,18 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.fanout $(BENCH_ARGS)
+
+# Fuzzing at volume (make test runs the same harnesses at a small one).
+FUZZ_RUNS ?= 1000000
+FUZZ_EXAMPLES ?= 2000
+
+fuzz: fuzz-ws fuzz-http
+
+fuzz-ws: $(STAMP)
+	$(BIN)/python -m bench.fuzz_ws -atheris_runs=$(FUZZ_RUNS) -max_len=4096
+
+fuzz-http: $(STAMP)
+	$(BIN)/python -m bench.fuzz_http --max-examples $(FUZZ_EXAMPLES)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

@@ -1,0 +1,74 @@
+"""The database stopped during group commit, then started: no acknowledgement for what was not stored."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from tests.conftest import NAMESPACES, make_settings
+from tests.private_postgres import PrivatePostgres, private_postgres  # noqa: F401
+
+
+async def stored_offsets(pg: PrivatePostgres, channel: str) -> list[int]:
+    conn = await asyncpg.connect(pg.url.replace("postgres://", "postgresql://"), timeout=5)
+    try:
+        rows = await conn.fetch("SELECT seq FROM publications WHERE channel = $1 ORDER BY seq", channel)
+    finally:
+        await conn.close()
+    return [row["seq"] for row in rows]
+
+
+async def test_publishes_fail_clearly_while_the_database_is_down_and_resume_after(
+    make_stagewire, tmp_path, private_postgres
+):
+    settings = make_settings(
+        tmp_path,
+        database={"url": private_postgres.url},
+        namespaces={**NAMESPACES, "log": {"subscribe": "authenticated", "publish": "client", "persist": True}},
+    )
+    sw = await make_stagewire(settings)
+    publisher = await sw.client("alice")
+    subscriber = await sw.client("bob")
+    await subscriber.result("subscribe", channel="log:db")
+    acked: list[int] = []
+    refused: list[dict] = []
+    stop = asyncio.Event()
+
+    async def publish_steadily() -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            reply = await publisher.call("publish", channel="log:db", data=i, timeout=20)
+            if "result" in reply:
+                acked.append(reply["result"]["offset"])
+            else:
+                refused.append(reply["error"])
+            await asyncio.sleep(0.01)
+
+    task = asyncio.create_task(publish_steadily())
+    while len(acked) < 20:
+        await asyncio.sleep(0.01)
+    await private_postgres.stop()
+    while not refused:  # the first publish after the stop is refused, not hung
+        await asyncio.sleep(0.05)
+    acked_before_restart = len(acked)
+    await private_postgres.start()
+    for _ in range(400):  # and publishing resumes once the database is back
+        if len(acked) >= acked_before_restart + 20:
+            break
+        await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(task, 30)
+
+    assert all(e["code"] == 112 and e["temporary"] is True for e in refused), refused
+    assert len(acked) >= acked_before_restart + 20, "the batch resumes after the database is back"
+    stored = await stored_offsets(private_postgres, "log:db")
+    assert set(acked) <= set(stored), "every acknowledged publication is stored"
+    assert acked == sorted(acked) and len(set(acked)) == len(acked)
+    # The subscriber got every acknowledged publication, in order, each once.
+    received: list[int] = []
+    while len(received) < len(stored):
+        received.append((await subscriber.recv_push("pub", channel="log:db", timeout=10))["offset"])
+    assert received == stored
+

@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test typecheck install bench fuzz fuzz-ws fuzz-http clean
+.PHONY: run test typecheck install bench fuzz fuzz-ws fuzz-http soak clean
 
 # Reinstalled whenever either project's metadata changes (the client is a
 # separate distribution in client/, installed editable beside the server).
@@ -40,6 +40,11 @@ fuzz-ws: $(STAMP)
 
 fuzz-http: $(STAMP)
 	$(BIN)/python -m bench.fuzz_http --max-examples $(FUZZ_EXAMPLES)
+
+# 30 minutes of connect/subscribe/publish/disconnect churn; fails if RSS, tasks or files grow.
+SOAK_ARGS ?= --minutes 30
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

@@ -14,6 +14,7 @@ name                                type       meaning
 connections                         gauge      WebSocket connections open on this node
 connections_accepted_total          counter    WebSocket connections accepted
 channels                            gauge      channels with local subscribers
+tasks                               gauge      asyncio tasks of the process
 commands_total                      counter    commands received (``connect`` included)
 command_errors_total                counter    commands answered with an error
 messages_sent_total                 counter    messages queued to clients (replies and pushes)
@@ -24,15 +25,20 @@ broker_up                           gauge      1 while the broker is reachable
 broker_reconnects_total             counter    times the broker connection was re-established
 publish_latency_seconds             histogram  ``node.publish``: broker (and database) ack time
 ==================================  =========  ==============================================
+
+The registry also carries prometheus_client's process metrics
+(``process_resident_memory_bytes``, ``process_open_fds``,
+``process_cpu_seconds_total``, ...), read from ``/proc`` on Linux.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -66,6 +72,8 @@ class NodeCollector(Collector):
         counters = node.counters
         yield GaugeMetricFamily("stagewire_connections", "WebSocket connections open", value=len(node.connections))
         yield GaugeMetricFamily("stagewire_channels", "Channels with local subscribers", value=sum(1 for _ in node.hub.channels()))
+        yield GaugeMetricFamily("stagewire_tasks", "asyncio tasks of the process (a leak shows here first)",
+                                value=len(asyncio.all_tasks()))
         for name, key, help_ in _COUNTERS:
             yield CounterMetricFamily(f"stagewire_{name}", help_, value=getattr(counters, key))
         yield GaugeMetricFamily("stagewire_broker_up", "1 while the broker is reachable",
@@ -82,9 +90,10 @@ class NodeCollector(Collector):
 
 
 def create_registry(get_node: Callable[[], "Node | None"]) -> CollectorRegistry:
-    """A registry of its own for one application."""
+    """A registry of its own for one application, with the process's own figures (RSS, open files, CPU)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(NodeCollector(get_node))
+    ProcessCollector(registry=registry)
     return registry
 
 

@@ -142,7 +142,7 @@ class BackendProxy:
             raise CommandError(ErrorCode.UNAUTHORIZED, "a token is required", {"token": "required"})
         else:
             result = await self._decide("connect", self.settings.connect, {
-                "client": conn.id, "transport": "websocket", "encoding": conn.encoding.value,
+                "client": conn.id, "transport": "websocket", "encoding": "msgpack" if conn.encoding.binary else "json",
                 "remote": conn.remote, "data": data,
             }, forwarded, ErrorCode.UNAUTHORIZED)
             connected = self._connected(conn, _parse(ConnectResult, result, "connect"))

@@ -62,8 +62,9 @@ class WebhookSender:
 
     @property
     def lease_ms(self) -> int:
-        # Long enough to outlast a POST that times out, renewed at half of it.
-        return int(max(10.0, 3 * self._settings.timeout) * 1000)
+        # Renewed at half of it before a POST, so it outlasts a POST that times out.
+        # A node that dies holds up its webhooks this long before another takes over.
+        return int(3 * self._settings.timeout * 1000)
 
     def wake(self) -> None:
         """New events were stored for this webhook."""

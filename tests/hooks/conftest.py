@@ -27,7 +27,11 @@ async def receiver() -> AsyncIterator[Receiver]:
 def hook_settings(tmp_path: Any, url: str, *, events: tuple[str, ...] = WEBHOOK_EVENTS,
                   channels: tuple[str, ...] = (), hooks: dict[str, Any] | None = None,
                   more: list[dict[str, Any]] | None = None, **sections: Any) -> Settings:
-    """Test settings with one webhook to ``url`` (plus ``more``) and fast ``[hooks]``."""
+    """Test settings with one webhook to ``url`` (plus ``more``) and fast ``[hooks]``.
+
+    The ops:stats feed is off: its publications would be events too.
+    """
+    sections.setdefault("server", {"stats_interval": 0})
     webhook = {"url": url, "events": list(events), "channels": list(channels), "secret": SECRET, "name": "test"}
     return make_settings(tmp_path, **sections).replace(
         webhooks=[webhook, *(more or [])], hooks={**FAST, **(hooks or {})})

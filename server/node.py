@@ -169,11 +169,10 @@ class Node:
         for channel in self.hub.remove_all(conn):
             self.spawn(self._release_quietly(channel))
         self.presence.leave_all(conn, subscribed)
-        if identity is not None:
-            for channel in subscribed:
-                self.events.unsubscribed(conn, channel)
-            code, reason = conn.closed_with or (conn.ws.close_code, "")
-            self.events.disconnected(conn, code, reason)
+        for channel in subscribed:
+            self.events.unsubscribed(conn, channel)
+        code, reason = conn.closed_with or (conn.ws.close_code, "")
+        self.events.disconnected(conn, code, reason)
 
     def connections_of(self, username: str) -> set[Connection]:
         """This node's connections of ``username``."""

@@ -33,7 +33,7 @@ class EventSink(Protocol):
         """``conn`` completed its ``connect`` (it has an identity)."""
 
     def disconnected(self, conn: Connection, code: int | None, reason: str) -> None:
-        """An authenticated ``conn`` is gone (its subscriptions were reported first)."""
+        """``conn`` is gone (its subscriptions were reported first); its identity is None if it never connected."""
 
     def subscribed(self, conn: Connection, channel: str) -> None:
         """A subscription went live (its reply was queued)."""

@@ -19,6 +19,7 @@ of the channels some webhook watches for ``channel_occupied``/``vacated`` or
 from __future__ import annotations
 
 import fnmatch
+import logging
 import secrets
 import time
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from server.broker.base import StreamPosition
     from server.connection import Connection
     from server.hooks.transitions import Transitions
+
+log = logging.getLogger("stagewire.hooks.events")
 
 OCCUPANCY = frozenset({"channel_occupied", "channel_vacated"})
 MEMBERS = frozenset({"member_added", "member_removed"})
@@ -82,6 +85,7 @@ class HookEvents:
         self.on_connect: list[Callable[[Connection], None]] = []
         self.on_disconnect: list[Callable[[Connection], None]] = []
         self.emitted = 0
+        self.unencodable = 0
 
     # -- routing ------------------------------------------------------------------
 
@@ -120,7 +124,13 @@ class HookEvents:
         if channel is not None:
             event["channel"] = channel
         event.update(fields)
-        payload = orjson.dumps(event).decode()
+        try:
+            payload = orjson.dumps(event).decode()
+        except (TypeError, orjson.JSONEncodeError):
+            # Never the caller's problem: the publication (say) is already accepted.
+            self.unencodable += 1
+            log.warning("a %s event could not be encoded as JSON and was dropped", name, exc_info=True)
+            return
         self.emitted += 1
         self._outbox.put([OutboxRow(hook, event_id, name, channel, payload, now_ms) for hook in hooks])
 
@@ -135,6 +145,8 @@ class HookEvents:
         self._subs.pop(conn.id, None)
         for listener in self.on_disconnect:
             listener(conn)
+        if conn.identity is None:
+            return  # it never connected: nobody was told it came
         self.emit("disconnect", None, {**self._who(conn), "code": code, "reason": reason})
 
     def subscribed(self, conn: Connection, channel: str) -> None:

@@ -11,7 +11,8 @@ hook_failures_total{target,reason}          counter    of those, failed: ``timeo
                                                        ``invalid`` (an answer of the wrong shape)
 hook_latency_seconds{target}                histogram  time to an answer (answered calls only)
 webhook_events_emitted_total                counter    events some webhook wanted
-webhook_events_dropped_total                counter    event rows lost to a full outbox queue
+webhook_events_dropped_total                counter    event rows lost to a full outbox queue, and
+                                                       events that could not be encoded
 webhook_outbox_queued                       gauge      event rows waiting for the database
 webhook_events_delivered_total{webhook}     counter    events delivered (a 2xx)
 webhook_events_dead_total{webhook}          counter    events that became dead letters
@@ -52,7 +53,7 @@ class HooksCollector(Collector):
         yield CounterMetricFamily("stagewire_webhook_events_emitted", "Webhook events some webhook wanted",
                                   value=hooks.events.emitted)
         yield CounterMetricFamily("stagewire_webhook_events_dropped", "Event rows lost to a full outbox queue",
-                                  value=hooks.outbox.dropped)
+                                  value=hooks.outbox.dropped + hooks.events.unencodable)
         yield GaugeMetricFamily("stagewire_webhook_outbox_queued", "Event rows waiting for the database",
                                 value=hooks.outbox.queued)
         delivered = CounterMetricFamily("stagewire_webhook_events_delivered", "Webhook events delivered",

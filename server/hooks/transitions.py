@@ -130,7 +130,11 @@ class Transitions:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.store.start()
+        try:
+            await self.store.start()
+        except Exception:
+            # The first heartbeat registers the node then (and finds nothing to hold again).
+            log.warning("occupancy/member store unavailable at start", exc_info=True)
         self._tasks = [
             asyncio.create_task(self._work(), name="hooks-transitions"),
             asyncio.create_task(self._settle_forever(), name="hooks-settle"),
@@ -146,11 +150,14 @@ class Transitions:
         return True
 
     async def close(self, timeout: float = 5.0) -> None:
-        if not await self.flush(timeout):
-            log.error("%d occupancy/member changes could not reach the store before shutdown", len(self._ops))
+        flushed = await self.flush(timeout)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if not flushed:
+            # Leave our holds for the cluster to release once our liveness runs out.
+            log.error("%d occupancy/member changes could not reach the store before shutdown", len(self._ops))
+            return
         try:
             for item in await self.store.close():
                 self._report(gone_event(item), item[0], item[1])

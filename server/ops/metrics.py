@@ -24,6 +24,10 @@ broker_up                           gauge      1 while the broker is reachable
 broker_reconnects_total             counter    times the broker connection was re-established
 publish_latency_seconds             histogram  ``node.publish``: broker (and database) ack time
 ==================================  =========  ==============================================
+
+The hooks (webhooks and backend proxies) add their own collector to the same
+registry: their latency and failures per backend, and the webhook outbox's
+counts (``server/hooks/metrics.py`` lists them).
 """
 
 from __future__ import annotations

@@ -166,3 +166,12 @@ async def test_events_are_batched_into_few_posts(make_stagewire, tmp_path, recei
     assert [e["data"] for e in receiver.events] == list(range(120))
     assert all(len(orjson.loads(p["body"])["events"]) <= 50 for p in receiver.posts)
     assert len(receiver.posts) < 60
+    for _ in range(50):  # the sender counts after the receiver answered
+        async with sw.http.get(f"{sw.url}/metrics") as r:
+            text = await r.text()
+        if 'stagewire_webhook_events_delivered_total{webhook="test"} 120.0' in text:
+            break
+        await asyncio.sleep(0.05)
+    assert 'stagewire_webhook_events_delivered_total{webhook="test"} 120.0' in text
+    assert "stagewire_webhook_events_emitted_total 120.0" in text
+    assert f'stagewire_hook_requests_total{{target="webhook:test"}} {float(len(receiver.posts))}' in text

@@ -151,7 +151,7 @@ class WebhookSettings:
     events: tuple[str, ...] = ()
     # Namespaces ("chat"), channels ("chat:lobby") or patterns ("room:*"); empty for every channel.
     channels: tuple[str, ...] = ()
-    secret: str = ""
+    secret: str = field(default="", repr=False)
     # Names the webhook in the outbox, the CLI and /metrics; the URL by default.
     name: str = ""
 
@@ -205,7 +205,7 @@ class ProxySettings:
     publish: str = ""
     rpc: str = ""
     timeout: float = 3.0
-    secret: str = ""
+    secret: str = field(default="", repr=False)
     headers: tuple[str, ...] = ("Cookie", "Authorization", "User-Agent", "Accept-Language")
     tokens: bool = True
     refresh_ahead: float = 10.0

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-import secrets
 import time
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -86,11 +85,14 @@ class HookEvents:
         self.on_disconnect: list[Callable[[Connection], None]] = []
         self.emitted = 0
         self.unencodable = 0
+        self._seq = 0
 
     # -- routing ------------------------------------------------------------------
 
     def wants(self, name: str, channel: str | None) -> tuple[str, ...]:
         """The webhooks that take event ``name`` of ``channel``."""
+        if not self._hooks:
+            return ()
         key = (name, channel)
         route = self._routes.get(key)
         if route is None:
@@ -119,7 +121,9 @@ class HookEvents:
         if not hooks:
             return
         now_ms = int(self._clock() * 1000)
-        event_id = secrets.token_hex(10)
+        # Unique without a syscall: node ids are random per process start.
+        self._seq += 1
+        event_id = f"{self.node_id}-{self._seq:x}"
         event: dict[str, Any] = {"id": event_id, "name": name, "time_ms": now_ms}
         if channel is not None:
             event["channel"] = channel
@@ -150,7 +154,7 @@ class HookEvents:
         self.emit("disconnect", None, {**self._who(conn), "code": code, "reason": reason})
 
     def subscribed(self, conn: Connection, channel: str) -> None:
-        if conn.identity is None:
+        if conn.identity is None or not self._hooks:
             return
         self._subs.setdefault(conn.id, set()).add(channel)
         self.emit("subscribe", channel, self._who(conn))

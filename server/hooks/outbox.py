@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F, Q
@@ -35,9 +34,8 @@ log = logging.getLogger("stagewire.hooks.outbox")
 RETRY_MIN, RETRY_MAX = 0.05, 5.0
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxRow:
-    """One event for one webhook, as stored."""
+class OutboxRow(NamedTuple):
+    """One event for one webhook, as stored (a tuple: one is made per event and webhook)."""
 
     webhook: str
     event_id: str

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
 
@@ -98,7 +99,9 @@ async def test_the_node_verification_snippet_accepts_real_posts_and_refuses_forg
         make_stagewire, tmp_path, receiver):
     node = shutil.which("node")
     if node is None:
-        pytest.skip("Node.js is not installed")
+        if os.environ.get("STAGEWIRE_REQUIRE_SERVICES") == "1":
+            pytest.fail("Node.js is not installed (apt-get install -y nodejs) (STAGEWIRE_REQUIRE_SERVICES=1)")
+        pytest.skip("Node.js is not installed (apt-get install -y nodejs)")
     sw = await make_stagewire(hook_settings(tmp_path, receiver.url, events=("connect",)))
     await sw.client("alice")
     await receiver.wait_names("connect", user="alice")

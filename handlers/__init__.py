@@ -24,6 +24,7 @@ from handlers.rooms import settings as rooms_config
 from handlers.rooms.membership import MembersOnly
 from server.channels import Authorizer
 from server.dispatch import Handler, HandlerTable
+from server.hooks import commands as hooks_commands
 from server.registry import Registry
 
 HANDLERS: HandlerTable = {
@@ -35,6 +36,8 @@ HANDLERS: HandlerTable = {
     "history": Handler(channels.HistoryParams, channels.history),
     "presence": Handler(presence.PresenceParams, presence.presence),
     "presence_stats": Handler(presence.PresenceParams, presence.presence_stats),
+    # rpc: the backend answers (the RPC proxy, server/hooks/).
+    **hooks_commands.HANDLERS,
     # The rooms application (handlers/rooms): rooms.*, messages.*, typing, read.
     **rooms_commands.HANDLERS,
 }

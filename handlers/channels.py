@@ -53,7 +53,8 @@ def publication(pub: Publication) -> dict[str, Any]:
 
 
 async def subscribe(ctx: Context, params: SubscribeParams) -> Reply:
-    await ctx.node.authorize_subscribe(ctx.user, params.channel)
+    ns = await ctx.node.authorize_subscribe(ctx.user, params.channel)
+    await ctx.node.proxy.authorize_subscribe(ctx.conn, params.channel, ns)
     since = None
     if params.recover:
         missing = {name: "required with recover: the last one seen"
@@ -87,7 +88,10 @@ async def publish(ctx: Context, params: PublishParams) -> dict[str, Any]:
     ns = ctx.node.namespace(params.channel)
     channels.check_publish(ctx.user, params.channel, ns, params.channel in ctx.conn.subscriptions)
     protocol.check_json_compatible(params.data)
-    position = await ctx.node.publish(
-        params.channel, params.data, {"user": ctx.user.username}, params.idempotency_key
-    )
+    # The publish proxy may refuse, or replace the data.
+    data = await ctx.node.proxy.authorize_publish(ctx.conn, params.channel, ns, params.data)
+    protocol.check_json_compatible(data)
+    position = await ctx.node.publish(params.channel, data, {"user": ctx.user.username}, params.idempotency_key)
+    if not position.already:
+        ctx.node.events.client_published(ctx.conn, params.channel, position, data)
     return channels.publish_result(position)

@@ -39,7 +39,9 @@ CONNECTION = "default"
 MIGRATIONS_MODULE = "models.migrations"
 
 #: Modules holding the app's models: add a module here when you add one.
-MODEL_MODULES: tuple[str, ...] = ("models.user", "models.publication", "models.apikey", "models.rooms")
+MODEL_MODULES: tuple[str, ...] = (
+    "models.user", "models.publication", "models.apikey", "models.rooms", "models.webhook",
+)
 
 
 def database_url(settings: Settings) -> str:

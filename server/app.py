@@ -8,7 +8,9 @@ in start-up order:
 2. the authenticator (token secrets read or created);
 3. the node, with its broker and presence store (sharing one Redis client
    in Redis mode);
-4. the live stats feed.
+4. the hooks (``server/hooks/``): the pooled HTTP client to the backend, the
+   webhook outbox and senders, the cluster transitions and the proxies;
+5. the live stats feed.
 
 Nothing is registered as a side effect of an import.
 """
@@ -27,7 +29,7 @@ from models.db import close_db, init_db
 from server.api import openapi, server_api
 from server.api.errors import error_middleware
 from server.api.security import set_security_headers
-from server.appkeys import API_DOCS, AUTH, AUTHORIZER_TABLE, HANDLER_TABLE, METRICS, NODE, SETTINGS
+from server.appkeys import API_DOCS, AUTH, AUTHORIZER_TABLE, HANDLER_TABLE, HOOKS, METRICS, NODE, REDIS, SETTINGS
 from server.auth import routes as auth_routes
 from server.auth.sessions import Authenticator
 from server.auth.tokens import load_secrets
@@ -36,6 +38,10 @@ from server.broker.memory import MemoryBroker
 from server.broker.redis import RedisBroker
 from server.broker.redis_client import RedisClient
 from server.config import Settings
+from server.hooks import routes as hooks_routes
+from server.hooks.base import NO_EVENTS, NO_PROXY
+from server.hooks.metrics import HooksCollector
+from server.hooks.service import Hooks
 from server.node import Node
 from server.ops import health, metrics
 from server.ops.logs import request_log_middleware
@@ -43,7 +49,7 @@ from server.ops.stats import RecentErrors, StatsPublisher, stats_channel_usable
 from server.presence.base import PresenceStore
 from server.presence.memory import MemoryPresence
 from server.presence.redis import RedisPresence
-from server.registry import Registry
+from server.registry import HttpRoutes, Registry
 from server.websocket import websocket_handler
 
 log = logging.getLogger("stagewire.app")
@@ -69,9 +75,10 @@ def create_app(settings: Settings, registry: Registry = REGISTRY) -> web.Applica
     app[SETTINGS] = settings
     app[HANDLER_TABLE] = registry.handlers
     app[AUTHORIZER_TABLE] = registry.authorizers
-    app[API_DOCS] = tuple(group.describe for group in registry.http if group.describe is not None)
+    groups = (*registry.http, HttpRoutes(hooks_routes.routes, hooks_routes.describe))
+    app[API_DOCS] = tuple(group.describe for group in groups if group.describe is not None)
     app[METRICS] = metrics.create_registry(lambda: app.get(NODE))
-    app.cleanup_ctx.extend([database_ctx, auth_ctx, node_ctx, stats_ctx])
+    app.cleanup_ctx.extend([database_ctx, auth_ctx, node_ctx, hooks_ctx, stats_ctx])
     app.on_shutdown.append(close_websockets)
     app.on_response_prepare.append(set_security_headers)
     app.add_routes([web.get("/ws", websocket_handler)])
@@ -80,7 +87,7 @@ def create_app(settings: Settings, registry: Registry = REGISTRY) -> web.Applica
     app.add_routes(auth_routes.routes)
     app.add_routes(server_api.routes)
     app.add_routes(openapi.routes)
-    for group in registry.http:
+    for group in groups:
         app.add_routes(group.routes)
     _add_static(app, settings.path(settings.server.static_dir))
     return app
@@ -120,7 +127,7 @@ async def node_ctx(app: web.Application) -> AsyncIterator[None]:
     if backend == "memory":
         broker, presence = MemoryBroker(), MemoryPresence(settings.broker.presence_ttl)
     elif backend == "redis":
-        client = RedisClient(settings.broker)
+        client = app[REDIS] = RedisClient(settings.broker)
         broker, presence = RedisBroker(client), RedisPresence(client)
     else:
         raise ValueError(f"unknown broker backend {backend!r} (memory or redis)")
@@ -134,6 +141,27 @@ async def node_ctx(app: web.Application) -> AsyncIterator[None]:
         await node.close()
         if client is not None:
             await client.close()
+
+
+async def hooks_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Webhooks and proxies: the node emits into them and asks them; closed before the node.
+
+    The app's shutdown closes every connection first, so their disconnect
+    events are in the outbox (and their holds released) before this closes.
+    """
+    node = app[NODE]
+    hooks = Hooks(app[SETTINGS], node, app.get(REDIS))
+    collector = HooksCollector(hooks)
+    await hooks.start()
+    app[HOOKS] = hooks
+    node.events, node.proxy = hooks.events, hooks.proxy
+    app[METRICS].register(collector)
+    try:
+        yield
+    finally:
+        app[METRICS].unregister(collector)
+        await hooks.close()
+        node.events, node.proxy = NO_EVENTS, NO_PROXY
 
 
 async def stats_ctx(app: web.Application) -> AsyncIterator[None]:

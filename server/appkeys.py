@@ -18,8 +18,10 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from server.auth.sessions import Authenticator
+    from server.broker.redis_client import RedisClient
     from server.channels import Authorizer
     from server.dispatch import HandlerTable
+    from server.hooks.service import Hooks
     from server.node import Node
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -28,5 +30,8 @@ AUTH: web.AppKey["Authenticator"] = web.AppKey("auth")
 HANDLER_TABLE: web.AppKey["HandlerTable"] = web.AppKey("handler_table")
 AUTHORIZER_TABLE: web.AppKey["Mapping[str, Authorizer]"] = web.AppKey("authorizer_table")
 METRICS: web.AppKey["CollectorRegistry"] = web.AppKey("metrics")
+# The node's Redis client in Redis mode (shared by the broker, presence and the hooks).
+REDIS: web.AppKey["RedisClient"] = web.AppKey("redis")
+HOOKS: web.AppKey["Hooks"] = web.AppKey("hooks")
 # The applications' OpenAPI describers (server.api.openapi.Describe), in registry order.
 API_DOCS: web.AppKey[tuple[Callable[[Any], dict[str, Any]], ...]] = web.AppKey("api_docs")

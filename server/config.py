@@ -12,6 +12,9 @@ The sections of the core are fixed here. A handler application adds its own
 (``handlers.REGISTRY.sections``): those tables are kept as read, checked
 against their dataclasses by :meth:`Settings.check_sections` when the server
 starts, and read with :meth:`Settings.section`.
+
+``[[webhooks]]`` is an array of tables; from the environment its entries are
+addressed by position: ``STAGEWIRE_WEBHOOKS__0__SECRET=...``.
 """
 
 from __future__ import annotations
@@ -122,12 +125,109 @@ class NamespaceSettings:
     persist: bool = False
     recover_max: int = 10000
     presence: bool = False
+    # Backend decisions for this namespace (docs/hooks.md): a URL, "" for the
+    # [proxy] one, "off" for none even when [proxy] names one.
+    subscribe_proxy: str = ""
+    publish_proxy: str = ""
 
     def __post_init__(self) -> None:
+        for key in ("subscribe_proxy", "publish_proxy"):
+            value = getattr(self, key)
+            if value not in ("", "off"):
+                _check_url(value, f"namespaces.{self.name}.{key}", '"", "off" or ')
         if self.subscribe not in ("authenticated", "owner", "admin", "custom"):
             raise ConfigError(f"namespaces.{self.name}.subscribe: authenticated, owner, admin or custom")
         if self.publish not in ("client", "subscriber", "server"):
             raise ConfigError(f"namespaces.{self.name}.publish: client, subscriber or server")
+
+
+#: What a ``[[webhooks]]`` entry may ask for (docs/hooks.md describes each one).
+WEBHOOK_EVENTS = (
+    "connect", "disconnect", "subscribe", "unsubscribe", "publish",
+    "channel_occupied", "channel_vacated", "member_added", "member_removed", "client_event",
+)
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """One ``[[webhooks]]`` entry: where events are POSTed, which ones, and the signing secret."""
+
+    url: str = ""
+    events: tuple[str, ...] = ()
+    # Namespaces ("chat"), channels ("chat:lobby") or patterns ("room:*"); empty for every channel.
+    channels: tuple[str, ...] = ()
+    secret: str = field(default="", repr=False)
+    # Names the webhook in the outbox, the CLI and /metrics; the URL by default.
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        where = f"webhooks.{self.name or self.url or '?'}"
+        _check_url(self.url, f"{where}.url")
+        if not self.events:
+            raise ConfigError(f"{where}.events: name at least one of {', '.join(WEBHOOK_EVENTS)}")
+        unknown = sorted(set(self.events) - set(WEBHOOK_EVENTS))
+        if unknown:
+            raise ConfigError(f"{where}.events: unknown {unknown}; known: {', '.join(WEBHOOK_EVENTS)}")
+        if not self.secret:
+            raise ConfigError(f"{where}.secret is required: set it from the environment, "
+                              "e.g. STAGEWIRE_WEBHOOKS__0__SECRET")
+        if not self.name:
+            object.__setattr__(self, "name", self.url)
+        if len(self.name) > 255:
+            raise ConfigError(f"{where}.name: at most 255 characters")
+
+
+@dataclass(frozen=True)
+class HooksSettings:
+    """Webhook delivery: the outbox, batches, retries and the grace of vacated/removed events."""
+
+    max_attempts: int = 10
+    retry_min_delay: float = 1.0
+    retry_max_delay: float = 300.0
+    batch_max: int = 100
+    timeout: float = 5.0
+    grace: float = 3.0
+    queue_max: int = 100_000
+    poll_interval: float = 1.0
+    max_connections: int = 100
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1 or self.batch_max < 1 or self.queue_max < 1 or self.max_connections < 1:
+            raise ConfigError("hooks.max_attempts, batch_max, queue_max and max_connections must be at least 1")
+        if not 0 < self.retry_min_delay <= self.retry_max_delay:
+            raise ConfigError("hooks: 0 < retry_min_delay <= retry_max_delay")
+        if self.grace < 0 or self.timeout <= 0 or self.poll_interval <= 0:
+            raise ConfigError("hooks: grace must be >= 0, timeout and poll_interval > 0")
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """Backend endpoints that decide connects, refreshes, subscribes, publishes and RPCs."""
+
+    connect: str = ""
+    refresh: str = ""
+    subscribe: str = ""
+    publish: str = ""
+    rpc: str = ""
+    timeout: float = 3.0
+    secret: str = field(default="", repr=False)
+    headers: tuple[str, ...] = ("Cookie", "Authorization", "User-Agent", "Accept-Language")
+    tokens: bool = True
+    refresh_ahead: float = 10.0
+
+    def __post_init__(self) -> None:
+        for key in ("connect", "refresh", "subscribe", "publish", "rpc"):
+            if getattr(self, key):
+                _check_url(getattr(self, key), f"proxy.{key}")
+        if self.timeout <= 0 or self.refresh_ahead < 0:
+            raise ConfigError("proxy: timeout must be > 0 and refresh_ahead >= 0")
+        if not self.tokens and not self.connect:
+            raise ConfigError("proxy.tokens = false needs a connect proxy (proxy.connect)")
+
+
+def _check_url(url: str, where: str, other: str = "") -> None:
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url) < 10:
+        raise ConfigError(f"{where}: {other}an http:// or https:// URL")
 
 
 @dataclass(frozen=True)
@@ -138,6 +238,9 @@ class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     broker: BrokerSettings = field(default_factory=BrokerSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
+    hooks: HooksSettings = field(default_factory=HooksSettings)
+    proxy: ProxySettings = field(default_factory=ProxySettings)
+    webhooks: tuple[WebhookSettings, ...] = ()
     namespaces: Mapping[str, NamespaceSettings] = field(default_factory=dict)
     # The tables of sections that handler applications declare, as read.
     apps: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -169,6 +272,9 @@ class Settings:
         changes: dict[str, Any] = {}
         apps = dict(self.apps)
         for name, value in sections.items():
+            if name == "webhooks":
+                changes[name] = _webhooks(value)
+                continue
             if name not in _CORE_SECTIONS and name not in ("namespaces", "base_dir"):
                 apps[name] = {**apps.get(name, {}), **value}
                 changes["apps"] = apps
@@ -182,7 +288,8 @@ class Settings:
         return dataclasses.replace(self, **changes, _built={})
 
 
-_CORE_SECTIONS = frozenset(f.name for f in dataclasses.fields(Settings)) - {"namespaces", "apps", "base_dir", "_built"}
+_CORE_SECTIONS = frozenset(f.name for f in dataclasses.fields(Settings)) - {
+    "namespaces", "webhooks", "apps", "base_dir", "_built"}
 
 
 def load_settings(
@@ -218,6 +325,7 @@ def settings_from_dict(
     """
     raw = dict(raw)
     namespaces_raw = raw.pop("namespaces", {}) or {}
+    webhooks = _webhooks(raw.pop("webhooks", ()))
     core: dict[str, Any] = {}
     apps: dict[str, Mapping[str, Any]] = {}
     hints = typing.get_type_hints(Settings)
@@ -232,10 +340,28 @@ def settings_from_dict(
         name: _build(NamespaceSettings, {**ns, "name": name}, f"namespaces.{name}")
         for name, ns in namespaces_raw.items()
     }
-    settings = Settings(**core, namespaces=namespaces, apps=apps, base_dir=base_dir)
+    settings = Settings(**core, webhooks=webhooks, namespaces=namespaces, apps=apps, base_dir=base_dir)
     if sections is not None:
         settings.check_sections(sections)
     return settings
+
+
+def _webhooks(raw: Any) -> tuple[WebhookSettings, ...]:
+    """``[[webhooks]]`` as read: a list of tables, or (from the environment alone) tables by position."""
+    if isinstance(raw, Mapping):
+        if not all(str(k).isdigit() for k in raw):
+            raise ConfigError("[[webhooks]] entries are addressed by position: STAGEWIRE_WEBHOOKS__0__URL")
+        raw = [raw[k] for k in sorted(raw, key=int)]
+    if not isinstance(raw, (list, tuple)):
+        raise ConfigError("webhooks must be an array of tables ([[webhooks]])")
+    hooks = tuple(
+        entry if isinstance(entry, WebhookSettings) else _build(WebhookSettings, entry, f"webhooks.{i}")
+        for i, entry in enumerate(raw)
+    )
+    names = [hook.name for hook in hooks]
+    if len(set(names)) != len(names):
+        raise ConfigError("webhooks: two entries have the same name (or URL); give them distinct names")
+    return hooks
 
 
 def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
@@ -285,12 +411,26 @@ def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
         parts = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
         if len(parts) < 2 or not all(parts):
             continue
-        node = raw
+        node: Any = raw
         for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
+            if isinstance(node, list):
+                node = _list_item(node, part, name)
+            else:
+                node = node.setdefault(part, {})
+            if not isinstance(node, (dict, list)):
                 raise ConfigError(f"{name}: {part} is not a table")
+        if isinstance(node, list):
+            raise ConfigError(f"{name}: name a key of the entry, e.g. {name}__URL")
         node[parts[-1]] = _parse_env_value(value)
+
+
+def _list_item(items: list[Any], part: str, name: str) -> Any:
+    """Entry ``part`` of an array of tables (one past the end adds one)."""
+    if not part.isdigit() or int(part) > len(items):
+        raise ConfigError(f"{name}: {part!r} is not a position in the array (0 to {len(items)})")
+    if int(part) == len(items):
+        items.append({})
+    return items[int(part)]
 
 
 def _parse_env_value(value: str) -> Any:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
 import secrets
 import time
 from typing import Any, Callable, Coroutine, Mapping
@@ -82,6 +83,8 @@ class Connection:
         self._rejected = 0
         self._expiry_timer: asyncio.TimerHandle | None = None
         self._close_task: asyncio.Task[None] | None = None
+        # (code, reason) of the close the server started, for the disconnect webhook.
+        self.closed_with: tuple[int, str] | None = None
         # Resolved by the WebSocket handler once the connection is fully gone.
         self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -105,6 +108,9 @@ class Connection:
         self.state = State.CONNECTED
         if self._expiry_timer is not None:
             self._expiry_timer.cancel()
+            self._expiry_timer = None
+        if math.isinf(identity.expires_at):
+            return  # a connect proxy's user without an expiry
         loop = asyncio.get_running_loop()
         delay = max(0.0, identity.expires_at - time.time())
         self._expiry_timer = loop.call_later(delay, self._on_expired)
@@ -136,6 +142,7 @@ class Connection:
         if self.state is State.CLOSING:
             return
         self.state = State.CLOSING
+        self.closed_with = (int(code), reason)
         if self._expiry_timer is not None:
             self._expiry_timer.cancel()
             self._expiry_timer = None

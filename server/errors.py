@@ -79,6 +79,7 @@ class CloseCode(IntEnum):
     RATE_LIMITED = 4004
     INSUFFICIENT_STATE = 4005
     FORCE_RECONNECT = 4006
+    UNAVAILABLE = 4007  # the backend deciding connects (connect proxy) could not answer
     # 4500-4999: final.
     BAD_REQUEST = 4500
     UNAUTHORIZED = 4501

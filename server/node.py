@@ -9,6 +9,12 @@ to hold a channel when the hub reports its first local subscriber (and to
 drop it when the last one left, rolling back on failure), and carries out
 cluster-wide control messages such as "disconnect this user".
 
+What happens (connects, subscriptions, publications, departures) is told to
+``self.events``, a :class:`~server.hooks.base.EventSink` that the hooks part
+supplies (webhooks); the node neither waits for it nor knows where it leads.
+``self.proxy`` is the backend's say (:class:`~server.hooks.base.Proxy`),
+asked by the handshake and the handlers, never by the node itself.
+
 Errors of the broker, the presence store and the durable log are
 :class:`~server.errors.StagewireError` s with their own codes, so they pass
 through here to the client unchanged.
@@ -32,6 +38,7 @@ from server.config import NamespaceSettings, Settings
 from server.connection import Connection, State
 from server.durable import DurableLog
 from server.errors import CloseCode, CommandError, ErrorCode
+from server.hooks.base import NO_EVENTS, NO_PROXY, EventSink, Proxy
 from server.hub import Hub
 from server.ops.counters import Counters, LatencyHistogram
 from server.presence.base import PresenceStore
@@ -82,6 +89,8 @@ class Node:
             presence, broker, settings.namespaces, settings.broker.presence_ttl, self.spawn
         )
         self.shutting_down = False
+        self.events: EventSink = NO_EVENTS
+        self.proxy: Proxy = NO_PROXY
         self._control_listeners: dict[str, list[Callable[[dict[str, Any]], None]]] = {}
         # After the listeners: a bound authorizer may listen to control messages.
         self.authorizers: Mapping[str, channels.Authorizer] = channels.bind_authorizers(authorizers or {}, self)
@@ -145,6 +154,8 @@ class Node:
         conn.authenticate(identity)
         self._by_user.setdefault(identity.username, set()).add(conn)
         self._by_session.setdefault(identity.session_id, set()).add(conn)
+        if old is None:
+            self.events.connected(conn)
 
     def unregister(self, conn: Connection) -> None:
         """Forget a connection entirely; safe to call whatever state it is in."""
@@ -158,6 +169,10 @@ class Node:
         for channel in self.hub.remove_all(conn):
             self.spawn(self._release_quietly(channel))
         self.presence.leave_all(conn, subscribed)
+        for channel in subscribed:
+            self.events.unsubscribed(conn, channel)
+        code, reason = conn.closed_with or (conn.ws.close_code, "")
+        self.events.disconnected(conn, code, reason)
 
     def connections_of(self, username: str) -> set[Connection]:
         """This node's connections of ``username``."""
@@ -228,6 +243,8 @@ class Node:
     def activate(self, conn: Connection, channel: str, subscription: Subscription) -> None:
         """Make a subscription live once its reply is queued; announce the join."""
         self.hub.activate(conn, channel, subscription.position.offset)
+        if channel in conn.subscriptions:
+            self.events.subscribed(conn, channel)
         if subscription.joined and conn.identity is not None:
             self.presence.announce("join", channel, conn.identity.username)
 
@@ -247,6 +264,7 @@ class Node:
             await self._release(channel)
         if reason is not None:
             conn.send(protocol.unsubscribe_push(channel, reason))
+        self.events.unsubscribed(conn, channel)
         await self.presence.leave(conn, channel)
 
     async def publish(
@@ -263,6 +281,8 @@ class Node:
             channel, data, info=info, history=channels.history_options(ns), idempotency_key=idempotency_key
         )
         self.publish_latency.observe(time.perf_counter() - started)
+        if not position.already:
+            self.events.published(channel, position, data, info)
         return position
 
     async def presence_of(self, channel: str) -> dict[str, int]:

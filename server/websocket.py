@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any, Mapping
 
 import pydantic
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -20,12 +21,15 @@ from server.appkeys import AUTH, HANDLER_TABLE, NODE, SETTINGS
 from server.connection import Connection
 from server.dispatch import Context, HandlerTable, Params, dispatch_frame, run_messages, validation_error
 from server.errors import CloseCode, CommandError, Disconnect, ErrorCode, ProtocolError, StagewireError
+from server.hooks.subscriptions import server_subscribe
 
 log = logging.getLogger("stagewire.websocket")
 
 
 class ConnectParams(Params):
-    token: str = pydantic.Field(min_length=1, max_length=4096)
+    # Without a token, the backend's connect proxy decides from the request's cookies and headers.
+    token: str | None = pydantic.Field(default=None, min_length=1, max_length=4096)
+    data: Any = None
 
 
 class _WebSocket(web.WebSocketResponse):
@@ -82,7 +86,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     table = request.app[HANDLER_TABLE]
     try:
         http_request = logs.request_id.get()
-        await _handshake(ctx, ws, settings.client.connect_timeout, table)
+        await _handshake(ctx, ws, settings.client.connect_timeout, table, request.headers)
         logs.request_id.set(http_request)
         async for msg in ws:
             if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
@@ -111,8 +115,10 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _handshake(ctx: Context, ws: _WebSocket, timeout: float, table: HandlerTable) -> None:
-    """The first command must be ``connect`` with a valid token; anything else closes."""
+async def _handshake(
+    ctx: Context, ws: _WebSocket, timeout: float, table: HandlerTable, headers: Mapping[str, str]
+) -> None:
+    """The first command must be ``connect`` with a valid token (or the connect proxy's yes); anything else closes."""
     conn = ctx.conn
     try:
         msg = await ws.receive(timeout=timeout)
@@ -133,7 +139,8 @@ async def _handshake(ctx: Context, ws: _WebSocket, timeout: float, table: Handle
             params = ConnectParams.model_validate(command.params)
         except pydantic.ValidationError as exc:
             raise validation_error(exc) from None
-        identity = await ctx.auth.verify(params.token)
+        connected = await ctx.node.proxy.authenticate(ctx.auth, conn, headers, params.token, params.data)
+        identity = connected.identity
         if identity.expires_at <= time.time():
             # A token in its last moments would connect only to be closed at once.
             raise CommandError(ErrorCode.TOKEN_EXPIRED, "token expired")
@@ -147,22 +154,25 @@ async def _handshake(ctx: Context, ws: _WebSocket, timeout: float, table: Handle
             raise Disconnect(CloseCode.TOKEN_EXPIRED, "token expired") from None
         if exc.code is ErrorCode.UNAUTHORIZED:
             raise Disconnect(CloseCode.UNAUTHORIZED, exc.message) from None
+        if exc.code is ErrorCode.UNAVAILABLE:
+            raise Disconnect(CloseCode.UNAVAILABLE, exc.message) from None
         raise Disconnect(CloseCode.BAD_REQUEST, exc.message) from None
     ctx.node.set_identity(conn, identity)
     log.info("connected", extra={
         "user": identity.username, "encoding": conn.encoding.value, "remote": conn.remote,
     })
-    conn.send(
-        protocol.reply(
-            command.id,
-            {
-                "client": conn.id,
-                "user": {"id": identity.user_id, "username": identity.username, "role": identity.role},
-                "ping": ctx.node.settings.client.ping_interval,
-                "expires_in": max(0, int(identity.expires_at - time.time())),
-                "node": ctx.node.id,
-            },
-        )
-    )
+    result: dict[str, Any] = {
+        "client": conn.id,
+        "user": identity.public(),
+        "ping": ctx.node.settings.client.ping_interval,
+        "expires_in": identity.expires_in(),
+        "node": ctx.node.id,
+    }
+    activate = None
+    if connected.channels:
+        result["subscriptions"], activate = await server_subscribe(ctx.node, conn, connected.channels)
+    conn.send(protocol.reply(command.id, result))
+    if activate is not None:
+        activate()
     # Commands sent in the same frame as connect run right after it.
     await run_messages(ctx, messages[1:], table)

@@ -11,7 +11,8 @@
 // any handler and await its reply; several messages per frame both ways;
 // reconnect with jittered exponential backoff following the close-code ranges;
 // resubscribe with the last offset and epoch and report `recovered`; refresh
-// the token before it expires; JSON, or msgpack (static/vendor/msgpack, loaded
+// the token before it expires (or, with `cookies: true`, connect with the page's
+// cookies and let the server's connect proxy decide); JSON, or msgpack (static/vendor/msgpack, loaded
 // only when asked for). docs/client-js.md is the manual.
 
 /** Close codes after which the client does not reconnect by itself (besides 4500-4999). */
@@ -196,6 +197,8 @@ export class Subscription {
 const DEFAULTS = {
   url: null,
   token: null,
+  cookies: false,
+  connectData: undefined,
   refreshToken: undefined,
   encoding: "json",
   minDelay: 500,
@@ -216,7 +219,9 @@ const DEFAULTS = {
 export class Stagewire {
   constructor(options = {}) {
     this.options = { ...DEFAULTS, ...options };
-    if (!this.options.token) throw new TypeError("a token (string or async function) is required");
+    if (!this.options.token && !this.options.cookies) {
+      throw new TypeError("a token (string or async function) is required, or cookies: true");
+    }
     this.url = wsUrl(this.options.url);
     this.state = "idle";
     this.info = null; // the connect result: {client, user, ping, expires_in, node}
@@ -331,7 +336,11 @@ export class Stagewire {
           if (err instanceof CallTimeoutError) this._drop(ws, 4000, "no reply to connect");
         },
       );
-      ws.send(codec.encodeFrame([{ id, type: "connect", token }]));
+      const connect = { id, type: "connect" };
+      // Without a token the server's connect proxy decides, from the cookies sent with the upgrade.
+      if (token) connect.token = token;
+      if (this.options.connectData !== undefined) connect.data = this.options.connectData;
+      ws.send(codec.encodeFrame([connect]));
     };
     ws.onmessage = (event) => {
       let messages;
@@ -357,6 +366,7 @@ export class Stagewire {
   }
 
   async _currentToken() {
+    if (this.options.cookies && !this.options.token) return null;
     if (this._token) return this._token;
     const source = this.options.token;
     if (typeof source === "function") {
@@ -467,7 +477,8 @@ export class Stagewire {
 
   _scheduleRefresh(expiresIn) {
     clearTimeout(this._timers.refresh);
-    if (!expiresIn || this.options.refreshToken === null) return;
+    // With cookies the server refreshes the session itself (its refresh proxy).
+    if (!expiresIn || this.options.refreshToken === null || (this.options.cookies && !this.options.token)) return;
     const delay = Math.max(1000, expiresIn * 1000 * this.options.refreshAt);
     this._timers.refresh = setTimeout(() => this.refresh().catch((err) => {
       this._report(err);
@@ -567,7 +578,9 @@ export class Stagewire {
       case "join":
       case "leave": {
         const sub = this._subs.get(m.channel);
-        if (!sub || sub.closed) break;
+        // Channels the server subscribed us to (connect result `subscriptions`) come as "push".
+        if (!sub) { if (this.info && this.info.subscriptions && m.channel in this.info.subscriptions) this._emit("push", m); break; }
+        if (sub.closed) break;
         // The server sends the subscribe reply first, but its handler runs a few
         // microtasks later: keep what follows it in the same frame until then.
         if (sub.active) sub._push(m);
@@ -683,6 +696,11 @@ export class Stagewire {
   /** `{clients, users}`. */
   presenceStats(channel) {
     return this.call("presence_stats", { channel });
+  }
+
+  /** Call `method` on the backend (the server's RPC proxy); resolves with its answer's `data`. */
+  rpc(method, data = null, options) {
+    return this.call("rpc", { method, data }, options).then((result) => result.data);
   }
 
   ping() {

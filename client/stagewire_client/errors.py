@@ -55,6 +55,7 @@ class CloseCode(IntEnum):
     RATE_LIMITED = 4004
     INSUFFICIENT_STATE = 4005
     FORCE_RECONNECT = 4006
+    UNAVAILABLE = 4007  # the backend deciding connects (connect proxy) did not answer
     BAD_REQUEST = 4500
     UNAUTHORIZED = 4501
     FORCE_DISCONNECT = 4502

@@ -4,6 +4,7 @@
     migrate   apply database migrations                     here
     user      create | list | set-role, on the database     server/cli/admin.py
     apikey    create | list | revoke, on the database       server/cli/admin.py
+    webhooks  list | retry: the outbox's dead letters       server/cli/webhooks.py
     publish   publish through the server HTTP API           server/cli/client.py
     tail      print a channel's live publications           server/cli/client.py
     bench     run a load scenario from bench/               server/cli/bench.py
@@ -23,13 +24,14 @@ from typing import Sequence
 from server.cli import admin as cli_admin
 from server.cli import bench as cli_bench
 from server.cli import client as cli_client
+from server.cli import webhooks as cli_webhooks
 from handlers import REGISTRY
 from server.config import ConfigError, Settings, load_settings
 
 log = logging.getLogger("stagewire")
 
 #: Modules adding the subcommands after serve and migrate, in --help order.
-COMMAND_MODULES = (cli_admin, cli_client, cli_bench)
+COMMAND_MODULES = (cli_admin, cli_webhooks, cli_client, cli_bench)
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:

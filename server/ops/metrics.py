@@ -28,7 +28,10 @@ publish_latency_seconds             histogram  ``node.publish``: broker (and dat
 
 The registry also carries prometheus_client's process metrics
 (``process_resident_memory_bytes``, ``process_open_fds``,
-``process_cpu_seconds_total``, ...), read from ``/proc`` on Linux.
+``process_cpu_seconds_total``, ...), read from ``/proc`` on Linux. The hooks
+(webhooks and backend proxies) add their own collector to the same registry:
+their latency and failures per backend, and the webhook outbox's counts
+(``server/hooks/metrics.py`` lists them).
 """
 
 from __future__ import annotations

@@ -44,9 +44,13 @@ from server.ops.counters import Counters, LatencyHistogram
 from server.presence.base import PresenceStore
 from server.presence.tracker import PresenceTracker
 from server.protocol import Encoding
+from server.tasks import stop_tasks
 from server.writer import FlushScheduler
 
 log = logging.getLogger("stagewire.node")
+
+#: Seconds the node's own background tasks get to stop at close.
+STOP_TIMEOUT = 2.0
 
 
 @dataclass(slots=True)
@@ -117,9 +121,7 @@ class Node:
 
     async def close(self) -> None:
         own = [t for t in (self._pinger, self._presence_task) if t is not None]
-        for task in [*own, *self._tasks]:
-            task.cancel()
-        await asyncio.gather(*self._tasks, *own, return_exceptions=True)
+        await stop_tasks([*own, *self._tasks], STOP_TIMEOUT)
         await self.presence.store.close()
         await self.durable.close()
         await self.broker.close()

@@ -23,6 +23,7 @@ from server.hooks.sender import WebhookSender
 from server.hooks.transitions import TransitionStore, Transitions
 from server.hooks.transitions_memory import MemoryTransitions
 from server.hooks.transitions_redis import RedisTransitions
+from server.tasks import stop_tasks
 
 if TYPE_CHECKING:
     from server.broker.redis_client import RedisClient
@@ -30,7 +31,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("stagewire.hooks")
 
-CLOSE_TIMEOUT = 5.0
+# Each step of closing (flush the transitions, commit the outbox, stop the senders) within the shutdown budget.
+CLOSE_TIMEOUT = 1.0
 
 
 class Hooks:
@@ -75,9 +77,7 @@ class Hooks:
         if self.transitions is not None:
             await self.transitions.close(CLOSE_TIMEOUT)
         await self.outbox.close(CLOSE_TIMEOUT)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop_tasks(self._tasks, CLOSE_TIMEOUT)
         await asyncio.gather(*(sender.close() for sender in self.senders.values()))
         await self.http.close()
 

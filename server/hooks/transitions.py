@@ -30,6 +30,8 @@ import asyncio
 import logging
 from typing import Callable, Protocol, Sequence
 
+from server.tasks import stop_tasks
+
 log = logging.getLogger("stagewire.hooks.transitions")
 
 Item = tuple[str, "str | None"]
@@ -151,9 +153,7 @@ class Transitions:
 
     async def close(self, timeout: float = 5.0) -> None:
         flushed = await self.flush(timeout)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop_tasks(self._tasks, timeout)
         if not flushed:
             # Leave our holds for the cluster to release once our liveness runs out.
             log.error("%d occupancy/member changes could not reach the store before shutdown", len(self._ops))

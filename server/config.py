@@ -125,7 +125,7 @@ class PusherAppSettings:
     def __post_init__(self) -> None:
         for name in ("id", "key", "secret"):
             if not getattr(self, name):
-                raise ConfigError(f"pusher.apps: every app needs an {name}")
+                raise ConfigError(f"pusher.apps: every app needs an {name}" if name == "id" else f"pusher.apps: every app needs a {name}")
 
 
 @dataclass(frozen=True)

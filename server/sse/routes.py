@@ -25,6 +25,7 @@ The same rules as on ``/ws``: the namespace's subscribe permission, at most
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -36,6 +37,7 @@ from server.api.common import bearer_token, json_body, json_response
 from server.appkeys import AUTH, NODE, SETTINGS, SSE_TICKETS
 from server.auth.identity import Identity
 from server.broker.base import StreamPosition
+from server.connection import CLOSE_TIMEOUT
 from server.errors import CloseCode, CommandError, ErrorCode, StagewireError
 from server.node import Node, Subscription
 from server.sse import codec
@@ -122,8 +124,9 @@ async def stream(request: web.Request) -> web.StreamResponse:
         await end.done.wait()
     finally:
         try:
-            await response.write_eof()
-        except (ConnectionError, RuntimeError):
+            # Bounded: a peer that stopped reading must not hold the handler.
+            await asyncio.wait_for(response.write_eof(), CLOSE_TIMEOUT)
+        except (ConnectionError, RuntimeError, asyncio.TimeoutError):
             pass
         end.drained.set()
         node.unregister(conn)

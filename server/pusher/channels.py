@@ -73,8 +73,8 @@ async def _subscribe(svc: PusherService, conn: PusherConnection, channel: str, d
     member = _check_access(conn, channel, data)
     sub = await node.subscribe(conn, stagewire)
     try:
-        members = await svc.members.join(conn, channel, member) if member is not None else None
         await svc.members.subscribed(conn, channel)
+        members = await svc.members.join(conn, channel, member) if member is not None else None
         cached = None
         if pp.is_cache(channel):
             pubs, _ = await node.history(stagewire, None, 1, True)

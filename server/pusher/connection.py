@@ -8,7 +8,8 @@ node's ``unregister`` apply to it unchanged. What differs:
 * its writer sends one WebSocket frame per event (the Pusher SDKs parse one
   JSON object per message), still with one ``transport.write`` per tick,
   and drops events that exclude this socket (``socket_id`` of the HTTP API,
-  the sender of a client event, the joiner of a presence channel);
+  the sender of a client event, the joiner of a presence channel) when it
+  frames them (:func:`frames_for`);
 * its last message is ``pusher:error`` with a Pusher close code, and the
   WebSocket is closed with that code (:func:`server.pusher.protocol.close_code`).
 """
@@ -19,7 +20,7 @@ import asyncio
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Callable
 
 from aiohttp import WSCloseCode, web
 
@@ -37,9 +38,35 @@ def new_socket_id() -> str:
     return f"{secrets.randbelow(10**10)}.{secrets.randbelow(10**10)}"
 
 
-def frame_per_message(pending: list[bytes]) -> bytes:
-    """Each event its own text frame, all of them in one write."""
-    return b"".join(frame_header(OP_TEXT, len(p)) + p for p in pending)
+# Headers of text frames shorter than 126 bytes, by length (most events).
+_SHORT_HEADERS = [frame_header(OP_TEXT, n) for n in range(126)]
+
+
+def frames_for(socket_id: str) -> Callable[[list[bytes]], bytes]:
+    """The framing of one connection's writer: each event its own text frame, all in one write.
+
+    Events that exclude this socket (and empty ones: pushes with no Pusher
+    form) are dropped here, at flush time, so that fan-out calls the plain
+    ``Writer.enqueue`` for Pusher subscribers too.
+    """
+    own = pp.EXCLUDE + socket_id.encode() + pp.EXCLUDE
+
+    def frames(pending: list[bytes]) -> bytes:
+        parts: list[bytes] = []
+        append = parts.append
+        for payload in pending:
+            if not payload:
+                continue
+            if payload[0] == 0:
+                if payload.startswith(own):
+                    continue
+                payload = pp.split_exclusion(payload)[1]
+            n = len(payload)
+            append(_SHORT_HEADERS[n] if n < 126 else frame_header(OP_TEXT, n))
+            append(payload)
+        return b"".join(parts)
+
+    return frames
 
 
 class PusherWebSocket(web.WebSocketResponse):
@@ -51,24 +78,6 @@ class PusherWebSocket(web.WebSocketResponse):
         if self.translate:
             code = pp.close_code(code)
         return await super().close(code=code, message=message, drain=drain)
-
-
-class PusherWriter(Writer):
-    """A writer that drops events excluding its own socket, and frames one event per message."""
-
-    __slots__ = ("_socket",)
-
-    def __init__(self, socket_id: str, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, framing=frame_per_message, **kwargs)
-        self._socket = socket_id.encode()
-
-    def enqueue(self, payload: bytes) -> None:
-        if not payload:
-            return
-        excluded, payload = pp.split_exclusion(payload)
-        if excluded is not None and excluded == self._socket:
-            return
-        super().enqueue(payload)
 
 
 @dataclass(slots=True)
@@ -99,9 +108,9 @@ class PusherConnection(Connection):
                          settings=settings, flusher=flusher, counters=counters, spawn=spawn)
         self.id = self.socket_id = socket_id
         self.app = app
-        self.writer = PusherWriter(
-            self.socket_id, transport, flusher, binary=False,
-            limit=settings.write_buffer_limit, on_overflow=self._slow,
+        self.writer = Writer(
+            transport, flusher, binary=False, limit=settings.write_buffer_limit,
+            on_overflow=self._slow, framing=frames_for(socket_id),
         )
         self._pusher_counters = counters
         # Pusher channel → this connection's member entry (presence channels).

@@ -12,6 +12,12 @@ Usage::
 
     flock /tmp/stagewire-bench.lock python -m bench.pusher_fanout --subscribers 1000 --rounds 3 --seconds 3
 
+``--hub`` measures the server's side alone, in this process: the hub's
+fan-out and each writer's flush (framing included) into transports that
+discard the bytes, for native and Pusher writers alternately. End to end, the
+load generator parses one frame per Pusher event (against one frame per tick
+for native clients), which weighs on its side of the measure.
+
 Everything is bounded in count and time and stops by itself.
 """
 
@@ -23,6 +29,7 @@ import json
 import statistics
 import tempfile
 import time
+from typing import Any
 
 from bench.fanout import HOST, ServerProcess, connect_client, connect_many, free_port, get_token, max_throughput, subscribe_all
 from bench.wsraw import RawWS
@@ -77,8 +84,63 @@ async def run(kind: str, n: int, seconds: float, batch: int) -> dict:
             await server.stop()
 
 
+class _NullTransport:
+    def write(self, data: bytes) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def is_closing(self) -> bool:
+        return False
+
+
+class _Subscriber:
+    def __init__(self, encoding: Any, writer: Any) -> None:
+        self.encoding, self.writer, self.subscriptions = encoding, writer, set()
+
+    def send(self, message: Any) -> None:
+        pass
+
+
+async def hub_run(kind: str, n: int, ticks: int = 300, per_tick: int = 10) -> dict:
+    """Deliveries per second through the hub and the writers alone."""
+    from server.hub import Hub
+    from server.protocol import Encoding, pub_push
+    from server.pusher.connection import frames_for
+    from server.writer import FlushScheduler, Writer
+
+    flusher = FlushScheduler(asyncio.get_running_loop())
+    hub: Hub[Any] = Hub()
+    for i in range(n):
+        framing = frames_for(f"{i}.{i}") if kind == "pusher" else None
+        writer = Writer(_NullTransport(), flusher, binary=False, limit=1 << 30,  # type: ignore[arg-type]
+                        on_overflow=lambda: None, framing=framing)
+        sub = _Subscriber(Encoding.PUSHER if kind == "pusher" else Encoding.JSON, writer)
+        hub.add(sub, "bench:fanout")
+        hub.activate(sub, "bench:fanout", 0)
+    started = time.perf_counter()
+    for tick in range(ticks):
+        for j in range(per_tick):
+            hub.broadcast("bench:fanout", pub_push("bench:fanout", tick * per_tick + j, "x" * 32, None))
+        await asyncio.sleep(0)  # the flush of this tick
+    await asyncio.sleep(0)
+    elapsed = time.perf_counter() - started
+    return {"kind": kind, "subscribers": n, "hub_deliveries_per_s": round(n * ticks * per_tick / elapsed)}
+
+
 async def main_async(args: argparse.Namespace) -> None:
     raise_open_files_limit()
+    if args.hub:
+        hub_results: dict[str, list[int]] = {"native": [], "pusher": []}
+        for _ in range(args.rounds):
+            for kind in ("native", "pusher"):
+                result = await hub_run(kind, args.subscribers)
+                hub_results[kind].append(result["hub_deliveries_per_s"])
+                print(json.dumps(result), flush=True)
+        ratio = statistics.median(hub_results["pusher"]) / statistics.median(hub_results["native"])
+        print(json.dumps({"pusher_to_native_hub_deliveries_per_s": round(ratio, 2)}), flush=True)
+        return
     results: dict[str, list[dict]] = {"native": [], "pusher": []}
     for _ in range(args.rounds):
         for kind in ("native", "pusher"):
@@ -102,6 +164,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--batch", type=int, default=50)
+    parser.add_argument("--hub", action="store_true", help="the server's fan-out alone, in this process")
     args = parser.parse_args()
     try:
         import uvloop

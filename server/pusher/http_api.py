@@ -160,17 +160,24 @@ async def _publish(request: web.Request, app: PusherAppSettings, event: _Event) 
     await asyncio.gather(*(node.publish(f"{app.namespace}:{c}", event.data, event.info) for c in event.channels))
     if not event.attributes:
         return {}
-    return {c: await _info(request, app, c, event.attributes) for c in event.channels}
+    return await _infos(request, app, event.channels, event.attributes)
 
 
-async def _info(request: web.Request, app: PusherAppSettings, channel: str, attributes: set[str]) -> dict[str, Any]:
+async def _infos(request: web.Request, app: PusherAppSettings, channels: list[str], attributes: set[str],
+                 occupancy: dict[str, int] | None = None) -> dict[str, dict[str, Any]]:
+    """``user_count`` (presence channels) and ``subscription_count`` of each channel; the index is read once."""
     svc = request.app[PUSHER]
-    out: dict[str, Any] = {}
-    if "user_count" in attributes and pp.is_presence(channel):
-        _, users = await svc.node.presence_stats(f"{app.namespace}:{channel}")
-        out["user_count"] = users
-    if "subscription_count" in attributes:
-        out["subscription_count"] = (await svc.members.occupancy(app.namespace)).get(channel, 0)
+    if "subscription_count" in attributes and occupancy is None:
+        occupancy = await svc.members.occupancy(app.namespace)
+    out: dict[str, dict[str, Any]] = {}
+    for channel in channels:
+        info: dict[str, Any] = {}
+        if "user_count" in attributes and pp.is_presence(channel):
+            _, users = await svc.node.presence_stats(f"{app.namespace}:{channel}")
+            info["user_count"] = users
+        if "subscription_count" in attributes and occupancy is not None:
+            info["subscription_count"] = occupancy.get(channel, 0)
+        out[channel] = info
     return out
 
 
@@ -203,7 +210,7 @@ async def channels(request: web.Request, app: PusherAppSettings, body: Any) -> w
         raise HttpError(400, "user_count may only be requested with filter_by_prefix=presence-")
     occupied = await request.app[PUSHER].members.occupancy(app.namespace)
     names = sorted(c for c in occupied if c.startswith(prefix) and not c.startswith("#"))
-    return _json({"channels": {c: await _info(request, app, c, attributes) for c in names}})
+    return _json({"channels": await _infos(request, app, names, attributes, occupied)})
 
 
 @signed
@@ -212,8 +219,9 @@ async def channel(request: web.Request, app: PusherAppSettings, body: Any) -> we
     attributes = _attributes(request, {"user_count", "subscription_count"})
     if "user_count" in attributes and not pp.is_presence(name):
         raise HttpError(400, "user_count is only for presence channels")
-    subscriptions = (await request.app[PUSHER].members.occupancy(app.namespace)).get(name, 0)
-    info = await _info(request, app, name, attributes)
+    occupancy = await request.app[PUSHER].members.occupancy(app.namespace)
+    subscriptions = occupancy.get(name, 0)
+    info = (await _infos(request, app, [name], attributes, occupancy))[name]
     occupied = subscriptions > 0 or info.get("user_count", 0) > 0
     return _json({"occupied": occupied, **info})
 

@@ -10,7 +10,8 @@ in start-up order:
    in Redis mode);
 4. the hooks (``server/hooks/``): the pooled HTTP client to the backend, the
    webhook outbox and senders, the cluster transitions and the proxies;
-5. the live stats feed.
+5. the Pusher service (``server/pusher/``) and the SSE tickets (``server/sse/``);
+6. the live stats feed.
 
 Nothing is registered as a side effect of an import.
 """
@@ -29,7 +30,9 @@ from models.db import close_db, init_db
 from server.api import openapi, server_api
 from server.api.errors import error_middleware
 from server.api.security import set_security_headers
-from server.appkeys import API_DOCS, AUTH, AUTHORIZER_TABLE, HANDLER_TABLE, HOOKS, METRICS, NODE, REDIS, SETTINGS
+from server.appkeys import (
+    API_DOCS, AUTH, AUTHORIZER_TABLE, HANDLER_TABLE, HOOKS, METRICS, NODE, PUSHER, REDIS, SETTINGS, SSE_TICKETS,
+)
 from server.auth import routes as auth_routes
 from server.auth.sessions import Authenticator
 from server.auth.tokens import load_secrets
@@ -49,7 +52,14 @@ from server.ops.stats import RecentErrors, StatsPublisher, stats_channel_usable
 from server.presence.base import PresenceStore
 from server.presence.memory import MemoryPresence
 from server.presence.redis import RedisPresence
+from server.pusher import auth as pusher_auth
+from server.pusher import http_api as pusher_http
+from server.pusher.apps import PusherApps
+from server.pusher.service import PusherService
+from server.pusher.websocket import pusher_websocket
 from server.registry import HttpRoutes, Registry
+from server.sse import routes as sse_routes
+from server.sse.tickets import Tickets
 from server.websocket import websocket_handler
 
 log = logging.getLogger("stagewire.app")
@@ -65,6 +75,7 @@ def create_app(settings: Settings, registry: Registry = REGISTRY) -> web.Applica
             or a bad value in one.
     """
     settings.check_sections(registry.sections)
+    PusherApps(settings.pusher.apps, settings.namespaces)  # raises ConfigError for a bad app
     app = web.Application(
         client_max_size=MAX_REQUEST_BODY,
         middlewares=[request_log_middleware, error_middleware],
@@ -78,7 +89,7 @@ def create_app(settings: Settings, registry: Registry = REGISTRY) -> web.Applica
     groups = (*registry.http, HttpRoutes(hooks_routes.routes, hooks_routes.describe))
     app[API_DOCS] = tuple(group.describe for group in groups if group.describe is not None)
     app[METRICS] = metrics.create_registry(lambda: app.get(NODE))
-    app.cleanup_ctx.extend([database_ctx, auth_ctx, node_ctx, hooks_ctx, stats_ctx])
+    app.cleanup_ctx.extend([database_ctx, auth_ctx, node_ctx, hooks_ctx, pusher_ctx, sse_ctx, stats_ctx])
     app.on_shutdown.append(close_websockets)
     app.on_response_prepare.append(set_security_headers)
     app.add_routes([web.get("/ws", websocket_handler)])
@@ -87,6 +98,10 @@ def create_app(settings: Settings, registry: Registry = REGISTRY) -> web.Applica
     app.add_routes(auth_routes.routes)
     app.add_routes(server_api.routes)
     app.add_routes(openapi.routes)
+    app.add_routes([web.get("/app/{key}", pusher_websocket)])
+    app.add_routes(pusher_http.routes)
+    app.add_routes(pusher_auth.routes)
+    app.add_routes(sse_routes.routes)
     for group in groups:
         app.add_routes(group.routes)
     _add_static(app, settings.path(settings.server.static_dir))
@@ -162,6 +177,26 @@ async def hooks_ctx(app: web.Application) -> AsyncIterator[None]:
         app[METRICS].unregister(collector)
         await hooks.close()
         node.events, node.proxy = NO_EVENTS, NO_PROXY
+
+
+async def pusher_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The node's :class:`PusherService` in ``app[PUSHER]``; with no app configured it idles."""
+    settings = app[SETTINGS]
+    service = PusherService(app[NODE], PusherApps(settings.pusher.apps, settings.namespaces))
+    app[PUSHER] = service
+    if service.apps:
+        service.start()
+    try:
+        yield
+    finally:
+        await service.close()
+
+
+async def sse_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The SSE ticket signer in ``app[SSE_TICKETS]``: the token secrets and the node's broker."""
+    secrets = await asyncio.to_thread(load_secrets, app[SETTINGS])
+    app[SSE_TICKETS] = Tickets(secrets, app[NODE].broker)
+    yield
 
 
 async def stats_ctx(app: web.Application) -> AsyncIterator[None]:

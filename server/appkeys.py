@@ -23,12 +23,16 @@ if TYPE_CHECKING:
     from server.dispatch import HandlerTable
     from server.hooks.service import Hooks
     from server.node import Node
+    from server.pusher.service import PusherService
+    from server.sse.tickets import Tickets
 
 SETTINGS = web.AppKey("settings", Settings)
 NODE: web.AppKey["Node"] = web.AppKey("node")
 AUTH: web.AppKey["Authenticator"] = web.AppKey("auth")
 HANDLER_TABLE: web.AppKey["HandlerTable"] = web.AppKey("handler_table")
 AUTHORIZER_TABLE: web.AppKey["Mapping[str, Authorizer]"] = web.AppKey("authorizer_table")
+PUSHER: web.AppKey["PusherService"] = web.AppKey("pusher")
+SSE_TICKETS: web.AppKey["Tickets"] = web.AppKey("sse_tickets")
 METRICS: web.AppKey["CollectorRegistry"] = web.AppKey("metrics")
 # The node's Redis client in Redis mode (shared by the broker, presence and the hooks).
 REDIS: web.AppKey["RedisClient"] = web.AppKey("redis")

@@ -7,6 +7,11 @@ A channel is named ``namespace:name``. Its namespace, declared in
 ``handlers.AUTHORIZERS``), who may publish (``client``: any authenticated user,
 ``subscriber``: users subscribed to the channel, ``server``: only the server
 API), and whether join/leave pushes are sent. Pure functions, no I/O.
+
+Names whose part after the colon starts with ``#`` are internal to a
+protocol shell (Pusher's ``#server-to-user-<id>``): no client may subscribe
+to or publish on them through the native protocol; the server API may
+publish there.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from server.broker.base import HistoryOptions, StreamPosition
 from server.config import NamespaceSettings
 from server.errors import CommandError, ErrorCode
 
-CHANNEL_RE = re.compile(r"^([a-z0-9_-]{1,64}):([A-Za-z0-9_.@=,:\-]{1,190})$")
+CHANNEL_RE = re.compile(r"^([a-z0-9_-]{1,64}):([A-Za-z0-9_.@=,:;#\-]{1,200})$")
+INTERNAL_PREFIX = "#"
 
 ChannelName = Annotated[
     str,
@@ -47,7 +53,7 @@ def split_channel(channel: str) -> tuple[str, str]:
         raise CommandError(
             ErrorCode.BAD_REQUEST,
             "channel must look like namespace:name",
-            {"channel": "expected namespace:name ([a-z0-9_-] namespace, [A-Za-z0-9_.@=,:-] name)"},
+            {"channel": "expected namespace:name ([a-z0-9_-] namespace, [A-Za-z0-9_.@=,:;#-] name)"},
         )
     return match.group(1), match.group(2)
 
@@ -85,6 +91,7 @@ async def authorize_subscribe(
     subject: Subject, channel: str, ns: NamespaceSettings, authorizers: Mapping[str, Authorizer]
 ) -> None:
     """Subscribe (and history, presence) permission, custom namespaces included."""
+    check_not_internal(channel)
     if ns.subscribe == "custom":
         authorizer = authorizers.get(ns.name)
         if authorizer is None or not await authorizer(subject, channel):
@@ -103,7 +110,14 @@ def check_subscribe(subject: Subject, channel: str, ns: NamespaceSettings) -> No
     raise CommandError(ErrorCode.PERMISSION_DENIED, f"not allowed to subscribe to {channel}")
 
 
+def check_not_internal(channel: str) -> None:
+    """Refuse a client's use of a protocol shell's internal channel (``ns:#...``)."""
+    if split_channel(channel)[1].startswith(INTERNAL_PREFIX):
+        raise CommandError(ErrorCode.PERMISSION_DENIED, f"{channel} is internal to the server")
+
+
 def check_publish(subject: Subject, channel: str, ns: NamespaceSettings, subscribed: bool) -> None:
+    check_not_internal(channel)
     if ns.publish == "client":
         return
     if ns.publish == "subscriber" and subscribed:

@@ -113,6 +113,35 @@ class ApiSettings:
 
 
 @dataclass(frozen=True)
+class PusherAppSettings:
+    """One Pusher Channels app (``[[pusher.apps]]``); see docs/pusher.md."""
+
+    id: str = ""
+    key: str = ""
+    secret: str = ""  # set it from the environment: STAGEWIRE_PUSHER__APPS__0__SECRET
+    namespace: str = "pusher"  # Pusher channel X is the Stagewire channel "<namespace>:X"
+    enabled: bool = True
+    client_events: bool = False
+    max_connections: int = 0  # across the cluster; 0: no limit
+    activity_timeout: int = 120  # seconds, told to clients in pusher:connection_established
+    client_event_rate: float = 10.0  # client events per second per connection
+    max_event_size: int = 10240  # bytes of an event's data (HTTP API and client events)
+    max_presence_members: int = 100
+    max_presence_member_size: int = 1024  # bytes of a member's user_info
+    encryption_master_key: str = ""  # base64 of 32 bytes: /pusher/auth gives private-encrypted- keys
+
+    def __post_init__(self) -> None:
+        for name in ("id", "key", "secret"):
+            if not getattr(self, name):
+                raise ConfigError(f"pusher.apps: every app needs an {name}" if name == "id" else f"pusher.apps: every app needs a {name}")
+
+
+@dataclass(frozen=True)
+class PusherSettings:
+    apps: tuple[PusherAppSettings, ...] = ()
+
+
+@dataclass(frozen=True)
 class NamespaceSettings:
     """Rules of one channel namespace (the part of ``ns:name`` before the colon)."""
 
@@ -241,6 +270,7 @@ class Settings:
     hooks: HooksSettings = field(default_factory=HooksSettings)
     proxy: ProxySettings = field(default_factory=ProxySettings)
     webhooks: tuple[WebhookSettings, ...] = ()
+    pusher: PusherSettings = field(default_factory=PusherSettings)
     namespaces: Mapping[str, NamespaceSettings] = field(default_factory=dict)
     # The tables of sections that handler applications declare, as read.
     apps: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -378,6 +408,12 @@ def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
 
 def _coerce(hint: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
+    item = typing.get_args(hint)[0] if origin is tuple and typing.get_args(hint) else None
+    if isinstance(item, type) and dataclasses.is_dataclass(item):
+        # An array of tables, e.g. [[pusher.apps]].
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list of tables")
+        return tuple(_build(item, v, f"{where}[{i}]") for i, v in enumerate(value))
     if origin is tuple:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]

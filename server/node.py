@@ -147,6 +147,12 @@ class Node:
         self.counters.connections_accepted += 1
         return conn
 
+    def adopt(self, conn: Connection) -> Connection:
+        """Register a connection that another protocol shell made (Pusher, SSE); as :meth:`connect`."""
+        self.connections[conn.id] = conn
+        self.counters.connections_accepted += 1
+        return conn
+
     def set_identity(self, conn: Connection, identity: Identity) -> None:
         """Give a connection its identity (on connect or refresh) and index it by user and session."""
         old = conn.identity

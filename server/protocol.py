@@ -7,6 +7,12 @@ Two encodings share one message model:
 * ``stagewire.msgpack``: binary frames; a frame holds one or more msgpack maps,
   concatenated.
 
+Two more encodings belong to the other protocol shells over the same hub, so
+that fan-out still encodes each push once per encoding: ``PUSHER`` (the
+Pusher Channels envelope, :mod:`server.pusher.protocol`) and ``SSE``
+(``text/event-stream`` events, :mod:`server.sse.codec`). They are never
+negotiated on ``/ws``.
+
 Client → server messages are *commands*: ``{"id": <int>, "type": "<name>", ...}``.
 Server → client messages are *replies* (``{"id", "result"}`` or
 ``{"id", "error"}``) and *pushes*, which carry ``type`` but no ``id``.
@@ -25,6 +31,8 @@ import msgpack
 import orjson
 
 from server.errors import ErrorCode, ProtocolError, StagewireError
+from server.pusher import protocol as pusher_protocol
+from server.sse import codec as sse_codec
 
 MAX_COMMANDS_PER_FRAME = 100
 
@@ -32,6 +40,8 @@ MAX_COMMANDS_PER_FRAME = 100
 class Encoding(enum.Enum):
     JSON = "stagewire.json"
     MSGPACK = "stagewire.msgpack"
+    PUSHER = "pusher"  # the /app/{key} shell: one Pusher event per frame
+    SSE = "sse"  # the /sse shell: text/event-stream
 
     @property
     def binary(self) -> bool:
@@ -141,8 +151,12 @@ def encode(message: Mapping[str, Any], encoding: Encoding) -> bytes:
     """Encode one server message."""
     if encoding is Encoding.JSON:
         return orjson.dumps(message)
-    packed: bytes = msgpack.packb(message, use_bin_type=True)
-    return packed
+    if encoding is Encoding.MSGPACK:
+        packed: bytes = msgpack.packb(message, use_bin_type=True)
+        return packed
+    if encoding is Encoding.PUSHER:
+        return pusher_protocol.encode_push(message)
+    return sse_codec.encode_push(message)
 
 
 def join_messages(payloads: list[bytes], encoding: Encoding) -> bytes:

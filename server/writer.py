@@ -78,6 +78,7 @@ class Writer:
         "_opcode",
         "_separator",
         "_on_overflow",
+        "_framing",
         "closed",
     )
 
@@ -89,6 +90,7 @@ class Writer:
         binary: bool,
         limit: int,
         on_overflow: Callable[[], None],
+        framing: Callable[[list[bytes]], bytes] | None = None,
     ) -> None:
         self._transport = transport
         self._scheduler = scheduler
@@ -100,6 +102,9 @@ class Writer:
         # JSON messages in one frame are separated by newlines; msgpack needs nothing.
         self._separator = b"" if binary else b"\n"
         self._on_overflow = on_overflow
+        # Another protocol shell's framing of the pending messages (one Pusher
+        # frame per message, HTTP chunks of SSE); None: one WebSocket frame.
+        self._framing = framing
         self.closed = False
 
     @property
@@ -134,9 +139,12 @@ class Writer:
             self._overflow()
             return
         pending = self._pending
-        payload = pending[0] if len(pending) == 1 else self._separator.join(pending)
         self._pending = []
         self._pending_bytes = 0
+        if self._framing is not None:
+            transport.write(self._framing(pending))
+            return
+        payload = pending[0] if len(pending) == 1 else self._separator.join(pending)
         transport.write(frame_header(self._opcode, len(payload)) + payload)
 
     def discard(self) -> None:

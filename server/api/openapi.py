@@ -130,6 +130,13 @@ def document(extensions: Sequence[Describe] = ()) -> dict[str, Any]:
                                             security=KEY_AUTH, body=c.add(server_api.DisconnectBody),
                                             errors=(401, 422))},
         "/api/openapi.json": {"get": _simple("This document", "meta", {"type": "object"}, errors=())},
+        "/api/sse/ticket": {"post": {
+            **_simple("A single-use ticket for GET /sse (60 s); with cookie: true, the stagewire_sse cookie too",
+                      "sse", obj(["ticket", "expires_in"], ticket=STR, expires_in=INT),
+                      security=USER_AUTH, errors=(401, 422)),
+            "requestBody": {"required": False, "content": {"application/json": {
+                "schema": obj([], cookie={"type": "boolean"})}}},
+        }},
     }
     for describe in extensions:
         for path, operations in describe(c).items():

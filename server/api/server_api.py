@@ -4,7 +4,9 @@ Authenticated with an API key in the ``Authorization: Bearer <key>`` header:
 one of ``[api] keys`` (compared in constant time), or a database key made with
 ``stagewire apikey create`` that is not revoked (found by its SHA-256, which
 is compared in constant time too). Publishing here ignores the namespace's
-client publish rule: the server may always publish.
+client publish rule: the server may always publish. An optional ``event``
+names the publication for Pusher clients (their event name; it is the
+publication's ``info.event``, see docs/pusher.md).
 """
 
 from __future__ import annotations
@@ -22,11 +24,27 @@ from server.auth.apikeys import api_key_required
 from server.errors import StagewireError
 
 
+def _event_name(name: str | None) -> str | None:
+    """A Pusher event name; pusher: and pusher_internal: are the protocol's own."""
+    if name is not None and name.startswith(("pusher:", "pusher_internal:")):
+        raise ValueError("names starting with pusher: are reserved")
+    return name
+
+
+EventName = Annotated[str | None, pydantic.Field(default=None, min_length=1, max_length=200),
+                      pydantic.AfterValidator(_event_name)]
+
+
+def _info(event: str | None) -> dict[str, Any] | None:
+    return {"event": event} if event is not None else None
+
+
 class PublishBody(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(strict=True, extra="forbid")
     channel: ChannelName
     data: Any = pydantic.Field(...)
     idempotency_key: str | None = pydantic.Field(default=None, min_length=1, max_length=128)
+    event: EventName = None
 
 
 class BroadcastBody(pydantic.BaseModel):
@@ -36,6 +54,7 @@ class BroadcastBody(pydantic.BaseModel):
         min_length=1, max_length=1000
     )
     data: Any = pydantic.Field(...)
+    event: EventName = None
 
 
 class DisconnectBody(pydantic.BaseModel):
@@ -49,7 +68,7 @@ async def publish(request: web.Request) -> web.Response:
     body = await parse_body(request, PublishBody)
     protocol.check_json_compatible(body.data)
     position = await request.app[NODE].publish(
-        body.channel, body.data, idempotency_key=body.idempotency_key
+        body.channel, body.data, _info(body.event), idempotency_key=body.idempotency_key
     )
     return json_response(publish_result(position))
 
@@ -62,7 +81,7 @@ async def broadcast(request: web.Request) -> web.Response:
     results = []
     for channel in body.channels:
         try:
-            position = await node.publish(channel, body.data)
+            position = await node.publish(channel, body.data, _info(body.event))
             results.append({"channel": channel, **publish_result(position)})
         except StagewireError as exc:
             results.append({"channel": channel, "error": exc.to_dict()})

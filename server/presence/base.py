@@ -16,11 +16,17 @@ Contract (checked by ``tests/presence/conformance.py`` for every backend):
 * ``expire`` removes entries past their TTL and returns the users whose last
   client expired, each exactly once across all nodes calling it concurrently.
 * ``users`` and ``stats`` never count expired entries.
+* **Member info.** An entry may carry ``info``, a JSON text describing its
+  user (Pusher's ``user_info``). ``add`` stores it for the user atomically
+  with the entry (the latest add with info wins); ``members`` returns every
+  present user with the info stored for them (None when none was given), and
+  a user's info is forgotten once the user has left (their last client removed
+  or expired). Stores without info entries behave exactly as before.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Protocol
 
 
@@ -29,6 +35,8 @@ class PresenceEntry:
     channel: str
     client: str
     user: str
+    # JSON text about the user, stored by add (see "Member info" above).
+    info: str | None = field(default=None, compare=False)
 
 
 class PresenceStore(Protocol):
@@ -49,6 +57,9 @@ class PresenceStore(Protocol):
 
     async def stats(self, channel: str) -> tuple[int, int]:
         """``(clients, users)`` present in the channel."""
+
+    async def members(self, channel: str) -> dict[str, str | None]:
+        """The users present, each with the info stored for them (None if none)."""
 
     async def close(self) -> None:
         """Release resources."""

@@ -18,11 +18,15 @@ class MemoryPresence:
         self._clients: dict[str, dict[str, tuple[str, float]]] = {}
         # channel → user → live client count
         self._users: dict[str, dict[str, int]] = {}
+        # channel → user → info (JSON text), while the user is present
+        self._info: dict[str, dict[str, str]] = {}
 
     async def add(self, entry: PresenceEntry) -> bool:
         clients = self._clients.setdefault(entry.channel, {})
         known = entry.client in clients
         clients[entry.client] = (entry.user, self._clock() + self._ttl)
+        if entry.info is not None:
+            self._info.setdefault(entry.channel, {})[entry.user] = entry.info
         if known:
             return False
         users = self._users.setdefault(entry.channel, {})
@@ -66,9 +70,15 @@ class MemoryPresence:
         await self.expire([channel])
         return len(self._clients.get(channel, {})), len(self._users.get(channel, {}))
 
+    async def members(self, channel: str) -> dict[str, str | None]:
+        await self.expire([channel])
+        info = self._info.get(channel, {})
+        return {user: info.get(user) for user in self._users.get(channel, {})}
+
     async def close(self) -> None:
         self._clients.clear()
         self._users.clear()
+        self._info.clear()
 
     def _decrement(self, channel: str, user: str) -> bool:
         users = self._users.get(channel, {})
@@ -79,4 +89,9 @@ class MemoryPresence:
         users.pop(user, None)
         if not users:
             self._users.pop(channel, None)
+        info = self._info.get(channel)
+        if info is not None:
+            info.pop(user, None)
+            if not info:
+                del self._info[channel]
         return True

@@ -8,6 +8,11 @@ Redis layout, for ``P`` = ``[broker] prefix`` and a Stagewire channel ``C``:
     Sorted set: client id, scored by its expiry time in milliseconds.
 ``P.presence.users.{C}``
     Hash: username → number of the user's clients in the channel.
+``P.presence.info.{C}``
+    Hash: username → member info (JSON text), for entries added with ``info``
+    (Pusher's ``user_info``). Written by the same script as the entry, and
+    dropped for users who left (only when they are still gone: a user who
+    came back meanwhile keeps theirs).
 
 The three keys of a channel share the ``{C}`` hash tag (like the broker's keys),
 so each script below touches one hash slot and runs atomically, in Redis
@@ -152,6 +157,42 @@ return live
 """
 
 
+# KEYS: the three above plus the info hash. ARGV: as _ADD, then the info. Adds
+# the entry exactly as _ADD does and stores the user's info in the same step.
+_ADD_INFO = _ADD.replace("return joined", "") + """
+redis.call('HSET', KEYS[4], ARGV[2], ARGV[5])
+redis.call('PEXPIRE', KEYS[4], ARGV[4])
+return joined
+"""
+
+# KEYS: users hash, info hash. ARGV: users who left. Drops the info of those
+# still absent; returns nothing.
+_DROP_INFO = """
+for i = 1, #ARGV do
+  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 0 then redis.call('HDEL', KEYS[2], ARGV[i]) end
+end
+return 0
+"""
+
+# Read-only. Flat {user, info or false, ...} of the present users (expired
+# clients left out, as in _READ). KEYS: the three above plus the info hash.
+_MEMBERS = "#!lua flags=no-writes\n" + _NOW + """
+local expired = {}
+for _, client in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)) do
+  local user = redis.call('HGET', KEYS[1], client)
+  if user then expired[user] = (expired[user] or 0) + 1 end
+end
+local all, out = redis.call('HGETALL', KEYS[3]), {}
+for i = 1, #all, 2 do
+  if tonumber(all[i + 1]) - (expired[all[i]] or 0) > 0 then
+    out[#out + 1] = all[i]
+    out[#out + 1] = redis.call('HGET', KEYS[4], all[i]) or false
+  end
+end
+return out
+"""
+
+
 class RedisPresence:
     """A :class:`~server.presence.base.PresenceStore` in Redis; one instance per node.
 
@@ -178,8 +219,13 @@ class RedisPresence:
         self._refresh = client.register_script(_REFRESH)
         self._expire = client.register_script(_EXPIRE)
         self._read = client.register_script(_READ)
+        self._add_info = client.register_script(_ADD_INFO)
+        self._drop_info = client.register_script(_DROP_INFO)
+        self._members = client.register_script(_MEMBERS)
 
     async def add(self, entry: PresenceEntry) -> bool:
+        if entry.info is not None:
+            return await self._add_member(entry)
         async with self._client.command() as client:
             joined = await self._add(
                 keys=self._keys(entry.channel),
@@ -191,6 +237,8 @@ class RedisPresence:
     async def remove(self, entry: PresenceEntry) -> bool:
         async with self._client.command() as client:
             left = await self._remove(keys=self._keys(entry.channel), args=[entry.client], client=client)
+        if left == 1:
+            await self._forget_info({entry.channel: [entry.user]})
         return bool(left == 1)
 
     async def refresh(self, entries: Iterable[PresenceEntry]) -> None:
@@ -207,7 +255,13 @@ class RedisPresence:
     async def expire(self, channels: Iterable[str]) -> list[tuple[str, str]]:
         channels = list(channels)
         replies = await self._pipelined(self._expire, [(self._keys(c), [EXPIRE_BATCH]) for c in channels])
-        return [(channel, user.decode()) for channel, users in zip(channels, replies) for user in users]
+        gone = [(channel, user.decode()) for channel, users in zip(channels, replies) for user in users]
+        if gone:
+            left: dict[str, list[str]] = defaultdict(list)
+            for channel, user in gone:
+                left[channel].append(user)
+            await self._forget_info(left)
+        return gone
 
     async def users(self, channel: str) -> dict[str, int]:
         async with self._client.command() as client:
@@ -219,6 +273,11 @@ class RedisPresence:
             clients, users = await self._read(keys=self._keys(channel), args=["stats"], client=client)
         return int(clients), int(users)
 
+    async def members(self, channel: str) -> dict[str, str | None]:
+        async with self._client.command() as client:
+            flat = await self._members(keys=self._member_keys(channel), args=[], client=client)
+        return {flat[i].decode(): flat[i + 1].decode() if flat[i + 1] else None for i in range(0, len(flat), 2)}
+
     async def close(self) -> None:
         """Nothing of its own to release: the client belongs to the node."""
 
@@ -228,6 +287,25 @@ class RedisPresence:
         tag = f"{{{channel}}}"
         p = self._prefix
         return [f"{p}.presence.clients.{tag}", f"{p}.presence.expiry.{tag}", f"{p}.presence.users.{tag}"]
+
+    def _member_keys(self, channel: str) -> list[str]:
+        """The channel's keys with its info hash last (same hash tag, same slot)."""
+        return [*self._keys(channel), f"{self._prefix}.presence.info.{{{channel}}}"]
+
+    async def _add_member(self, entry: PresenceEntry) -> bool:
+        async with self._client.command() as client:
+            joined = await self._add_info(
+                keys=self._member_keys(entry.channel),
+                args=[entry.client, entry.user, self._ttl_ms, self._key_ttl_ms, entry.info or "null"],
+                client=client,
+            )
+        return bool(joined == 1)
+
+    async def _forget_info(self, left: dict[str, list[str]]) -> None:
+        """Drop the info of users who left (kept if they came back meanwhile)."""
+        calls = [([keys[2], keys[3]], users) for channel, users in left.items()
+                 for keys in [self._member_keys(channel)]]
+        await self._pipelined(self._drop_info, calls)
 
     async def _pipelined(self, script: AsyncScript, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         """Run ``script`` once per ``(keys, args)``, a pipeline round trip per ``PIPELINE`` calls."""

@@ -42,6 +42,10 @@ class PresenceTracker:
         self._namespaces = namespaces
         self._ttl = ttl
         self._spawn = spawn
+        # Called with (kind, channel, user) for every join and leave this node
+        # announces, exactly once across the cluster (the Pusher shell's
+        # webhook events for native members, docs/pusher.md). Must not block.
+        self.listeners: list[Callable[[str, str, str], None]] = []
 
     def _ns(self, channel: str) -> NamespaceSettings | None:
         return self._namespaces.get(channel.split(":", 1)[0])
@@ -103,6 +107,11 @@ class PresenceTracker:
                 await self._publish("leave", channel, user)
 
     async def _publish(self, kind: str, channel: str, user: str) -> None:
+        for listener in self.listeners:
+            try:
+                listener(kind, channel, user)
+            except Exception:
+                log.exception("presence listener failed")
         try:
             await self._broker.publish_presence(kind, channel, {"user": user})
         except BrokerUnavailable:

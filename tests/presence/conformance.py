@@ -92,3 +92,33 @@ class PresenceConformance:
         assert await live.expire([channel]) == []  # reported once
         assert await live.users(channel) == {"alice": 1}
         assert await dead.stats(channel) == (1, 1)
+
+    async def test_members_carry_the_info_of_their_user(self, make_store, channel):
+        a, b = await make_store(30), await make_store(30)
+        assert await a.add(PresenceEntry(channel, "a1", "alice", '{"name":"Alice"}')) is True
+        assert await b.add(PresenceEntry(channel, "b1", "bob")) is True
+        assert await b.members(channel) == {"alice": '{"name":"Alice"}', "bob": None}
+        # A second client of the same user with new info: still one member, the latest info.
+        assert await b.add(PresenceEntry(channel, "b2", "alice", '{"name":"Al"}')) is False
+        assert await a.members(channel) == {"alice": '{"name":"Al"}', "bob": None}
+        assert await a.stats(channel) == (3, 2)
+
+    async def test_a_users_info_is_forgotten_when_the_user_leaves(self, make_store, channel):
+        store = await make_store(30)
+        await store.add(PresenceEntry(channel, "c1", "alice", '{"v":1}'))
+        await store.add(PresenceEntry(channel, "c2", "alice", '{"v":1}'))
+        assert await store.remove(PresenceEntry(channel, "c1", "alice")) is False
+        assert await store.members(channel) == {"alice": '{"v":1}'}  # one client left
+        assert await store.remove(PresenceEntry(channel, "c2", "alice")) is True
+        assert await store.members(channel) == {}
+        await store.add(PresenceEntry(channel, "c3", "alice"))  # back, without info
+        assert await store.members(channel) == {"alice": None}
+
+    async def test_expired_members_and_their_info_go(self, make_store, advance, channel):
+        store = await make_store(1)
+        await store.add(PresenceEntry(channel, "c1", "alice", '{"v":1}'))
+        await advance(1.2)
+        assert await store.members(channel) == {}  # reads skip expired entries
+        await store.expire([channel])
+        await store.add(PresenceEntry(channel, "c2", "alice"))
+        assert await store.members(channel) == {"alice": None}

@@ -62,6 +62,30 @@ def test_an_applications_section_is_checked_by_its_dataclass():
                       sections=REGISTRY.sections)
 
 
+def test_pusher_apps_are_an_array_of_tables_and_each_can_be_set_from_the_environment(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text('[[pusher.apps]]\nid = "1"\nkey = "k"\nsecret = "placeholder"\n'
+                    '[[pusher.apps]]\nid = "2"\nkey = "k2"\nsecret = "placeholder"\nclient_events = true\n')
+    settings = load_settings(path, environ={"STAGEWIRE_PUSHER__APPS__1__SECRET": "from-env"})
+    assert [(a.id, a.secret, a.client_events) for a in settings.pusher.apps] == [
+        ("1", "placeholder", False), ("2", "from-env", True)]
+    whole = load_settings(path, environ={"STAGEWIRE_PUSHER__APPS": '[{id = "9", key = "k9", secret = "s"}]'})
+    assert [a.id for a in whole.pusher.apps] == ["9"]
+    with pytest.raises(ConfigError, match="every app needs a secret"):
+        load_settings(path, environ={"STAGEWIRE_PUSHER__APPS__0__SECRET": ""})
+    with pytest.raises(ConfigError, match="no table 5"):
+        load_settings(path, environ={"STAGEWIRE_PUSHER__APPS__5__SECRET": "x"})
+
+
+def test_a_pusher_apps_namespace_must_be_declared(tmp_path):
+    from server.pusher.apps import PusherApps
+
+    settings = load_settings(ROOT / "config.toml", environ={
+        "STAGEWIRE_PUSHER__APPS": '[{id = "1", key = "k", secret = "s", namespace = "nowhere"}]'})
+    with pytest.raises(ConfigError, match="nowhere"):
+        PusherApps(settings.pusher.apps, settings.namespaces)
+
+
 def test_missing_explicit_config_file_is_an_error(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_settings(tmp_path / "nope.toml", environ={})
@@ -83,6 +107,11 @@ def test_config_toml_documents_every_setting():
     for name, cls in sections.items():
         missing = {f.name for f in dataclasses.fields(cls)} - set(raw[name])
         assert not missing, f"[{name}] does not document {sorted(missing)}"
+    app_fields = {f.name for f in dataclasses.fields(config.PusherAppSettings)}
+    text = (ROOT / "config.toml").read_text()
+    undocumented = {name for name in app_fields if f"#   {name} = " not in text}
+    assert not undocumented, f"[[pusher.apps]] does not document {sorted(undocumented)}"
+    assert "apps" in raw["pusher"]
     documented = set().union(*(set(ns) for ns in raw["namespaces"].values()))
     namespace_fields = {f.name for f in dataclasses.fields(config.NamespaceSettings)} - {"name"}
     assert not namespace_fields - documented, sorted(namespace_fields - documented)

@@ -94,6 +94,7 @@ class PresenceConformance:
         assert await dead.stats(channel) == (1, 1)
 
     async def test_members_carry_the_info_of_their_user(self, make_store, channel):
+        require_nodes(self)
         a, b = await make_store(30), await make_store(30)
         assert await a.add(PresenceEntry(channel, "a1", "alice", '{"name":"Alice"}')) is True
         assert await b.add(PresenceEntry(channel, "b1", "bob")) is True
@@ -102,6 +103,15 @@ class PresenceConformance:
         assert await b.add(PresenceEntry(channel, "b2", "alice", '{"name":"Al"}')) is False
         assert await a.members(channel) == {"alice": '{"name":"Al"}', "bob": None}
         assert await a.stats(channel) == (3, 2)
+
+    async def test_one_store_keeps_the_latest_info_of_each_member(self, make_store, channel):
+        store = await make_store(30)
+        assert await store.add(PresenceEntry(channel, "a1", "alice", '{"name":"Alice"}')) is True
+        assert await store.add(PresenceEntry(channel, "b1", "bob")) is True
+        assert await store.members(channel) == {"alice": '{"name":"Alice"}', "bob": None}
+        assert await store.add(PresenceEntry(channel, "a2", "alice", '{"name":"Al"}')) is False
+        assert await store.members(channel) == {"alice": '{"name":"Al"}', "bob": None}
+        assert await store.stats(channel) == (3, 2)
 
     async def test_a_users_info_is_forgotten_when_the_user_leaves(self, make_store, channel):
         store = await make_store(30)

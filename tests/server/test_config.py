@@ -73,7 +73,7 @@ def test_pusher_apps_are_an_array_of_tables_and_each_can_be_set_from_the_environ
     assert [a.id for a in whole.pusher.apps] == ["9"]
     with pytest.raises(ConfigError, match="every app needs a secret"):
         load_settings(path, environ={"STAGEWIRE_PUSHER__APPS__0__SECRET": ""})
-    with pytest.raises(ConfigError, match="no table 5"):
+    with pytest.raises(ConfigError, match="'5' is not a position in the array"):
         load_settings(path, environ={"STAGEWIRE_PUSHER__APPS__5__SECRET": "x"})
 
 

@@ -149,3 +149,24 @@ async def test_rooms_without_their_namespaces_are_refused_before_any_write(make_
     error = await alice.assert_error(104, "rooms.create", name="general")
     assert "[namespaces.typing]" in error["message"]
     assert await Room.all().count() == 0
+
+
+async def test_the_room_list_counts_each_rooms_unread_messages(sw):
+    """Each room's own marker; the caller's messages and deleted ones do not count; rooms never read count all."""
+    alice = await sw.client("alice")
+    bob = await sw.client("bob")
+    rooms = [await create_room(alice, f"r{i}", public=True) for i in range(3)]
+    for room in rooms:
+        await bob.result("rooms.join", room=room["id"])
+    sent = {room["id"]: [] for room in rooms}
+    for count, room in zip((4, 2, 0), rooms):
+        for i in range(count):
+            sent[room["id"]].append((await alice.result("messages.send", room=room["id"], body=f"m{i}"))["message"]["id"])
+    await bob.result("messages.send", room=rooms[0]["id"], body="mine")  # bob's own: never unread for bob
+    await alice.result("messages.delete", room=rooms[0]["id"], message=sent[rooms[0]["id"]][3])  # gone: not unread
+    await bob.result("read", room=rooms[0]["id"], message=sent[rooms[0]["id"]][0])  # room 0: read up to the first
+    listed = {r["id"]: r["unread"] for r in (await bob.result("rooms.list"))["rooms"]}
+    # room 0: 4 sent, 1 read, 1 deleted → 2; room 1: 2 (never read); room 2: 0
+    assert listed == {rooms[0]["id"]: 2, rooms[1]["id"]: 2, rooms[2]["id"]: 0}
+    for room in rooms:  # the same figures as one room's own
+        assert (await bob.result("rooms.get", room=room["id"]))["room"]["unread"] == listed[room["id"]]

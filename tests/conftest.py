@@ -30,7 +30,7 @@ NAMESPACES: dict[str, dict[str, Any]] = {
 }
 
 
-def make_settings(tmp_path, **sections: dict[str, Any]) -> Settings:
+def make_settings(tmp_path, **sections: Any) -> Settings:
     """Settings for one test: SQLite in ``tmp_path``, the memory broker, cheap hashing."""
     raw: dict[str, Any] = {
         "server": {"use_uvloop": False, "static_dir": str(tmp_path / "static"), "shutdown_timeout": 2.0},
@@ -45,8 +45,8 @@ def make_settings(tmp_path, **sections: dict[str, Any]) -> Settings:
         "namespaces": NAMESPACES,
     }
     for name, values in sections.items():
-        if name == "namespaces":
-            raw["namespaces"] = values
+        if name == "namespaces" or isinstance(values, list):  # namespaces, arrays of tables ([[webhooks]])
+            raw[name] = values
         else:
             raw.setdefault(name, {}).update(values)
     return settings_from_dict(raw, base_dir=str(tmp_path), sections=REGISTRY.sections)

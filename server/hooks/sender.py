@@ -55,6 +55,8 @@ class WebhookSender:
         self._owner = owner
         self._wakeup = asyncio.Event()
         self._lease_until = 0
+        # Outbox rows the receiver answered 2xx for but that could not be deleted yet (the database was away).
+        self._sent_not_deleted: set[int] = set()
         self.target = f"webhook:{hook.name}"
         self.delivered = 0
         self.dead = 0
@@ -82,6 +84,12 @@ class WebhookSender:
                 await self._sleep(self._settings.poll_interval)
 
     async def close(self) -> None:
+        if self._sent_not_deleted:
+            try:
+                await outbox.delivered(sorted(self._sent_not_deleted))
+            except Exception:
+                log.warning("webhook %s: %d delivered events stay in the outbox and will be sent again",
+                            self.hook.name, len(self._sent_not_deleted))
         if self._lease_until:
             try:
                 await outbox.release_lease(self.hook.name, self._owner)
@@ -89,6 +97,11 @@ class WebhookSender:
                 log.debug("releasing the lease of %s failed", self.hook.name, exc_info=True)
 
     async def _step(self) -> None:
+        if self._sent_not_deleted:
+            # The receiver has these already: forget them before anything is sent again,
+            # or they would be sent twice (the database was away when they were answered).
+            await outbox.delivered(sorted(self._sent_not_deleted))
+            self._sent_not_deleted.clear()
         if not await self._lease():
             await self._sleep(self.lease_ms / 3000)
             return
@@ -120,8 +133,10 @@ class WebhookSender:
             error = exc.detail
         ids = [row.id for row in rows]
         if error is None:
-            await outbox.delivered(ids)
             self.delivered += len(rows)
+            self._sent_not_deleted.update(ids)
+            await outbox.delivered(ids)
+            self._sent_not_deleted.difference_update(ids)
             return
         attempts = rows[0].attempts + 1
         delay = backoff(attempts, self._settings)

@@ -30,12 +30,12 @@ from models.user import AuthSession, Role, User
 from server.auth.identity import Identity
 from server.config import AuthSettings
 from server.errors import CommandError, ErrorCode
-from server.auth.limiter import LoginLimiter, TooManyAttempts
+from server.auth.limiter import LoginLimiter, MemoryLoginLimiter, TooManyAttempts
 from server.auth.passwords import Passwords, is_common
 from server.auth.tokens import TokenClaims, TokenSigner, load_secrets
 
 __all__ = [
-    "Authenticator", "Identity", "LoginLimiter", "TooManyAttempts",
+    "Authenticator", "Identity", "LoginLimiter", "MemoryLoginLimiter", "TooManyAttempts",
     "check_password", "check_username", "load_secrets",
 ]
 
@@ -67,7 +67,7 @@ class Authenticator:
         settings: The ``[auth]`` settings.
         secrets: Token signing secrets, oldest first (see ``load_secrets``).
         clock: Wall clock for token stamps and session times; tests fake it.
-        limiter: Failed-login limiter; one from ``settings`` by default.
+        limiter: Failed-login limiter; by default one in memory, from ``settings``.
     """
 
     def __init__(
@@ -81,7 +81,7 @@ class Authenticator:
         self.settings = settings
         self.passwords = Passwords.from_settings(settings)
         self.tokens = TokenSigner(secrets, settings.token_ttl, clock=clock)
-        self.limiter = limiter or LoginLimiter(settings.login_max_failures, settings.login_window)
+        self.limiter = limiter or MemoryLoginLimiter(settings.login_max_failures, settings.login_window)
         self._clock = clock
         self._admins = frozenset(name.lower() for name in settings.admins)
 
@@ -119,14 +119,14 @@ class Authenticator:
             TooManyAttempts: Too many recent failures for this IP or name.
         """
         username = username.lower()
-        self.limiter.acquire(ip, username)
+        await self.limiter.acquire(ip, username)
         user = await User.get_or_none(username=username) if USERNAME_RE.fullmatch(username) else None
         if user is None:
             await self.passwords.verify_dummy(password)
             raise CommandError(ErrorCode.UNAUTHORIZED, _BAD_CREDENTIALS)
         if not await self.passwords.verify(user.password_hash, password):
             raise CommandError(ErrorCode.UNAUTHORIZED, _BAD_CREDENTIALS)
-        self.limiter.succeeded(ip, username)
+        await self.limiter.succeeded(ip, username)
         if self.passwords.needs_rehash(user.password_hash):
             user.password_hash = await self.passwords.hash(password)
             await user.save(update_fields=["password_hash"])

@@ -201,6 +201,8 @@ async def pusher_ctx(app: web.Application) -> AsyncIterator[None]:
     """The node's :class:`PusherService` in ``app[PUSHER]``; with no app configured it idles."""
     settings = app[SETTINGS]
     service = PusherService(app[NODE], PusherApps(settings.pusher.apps, settings.namespaces))
+    if HOOKS in app:
+        service.events = app[HOOKS].pusher  # the apps' webhooks ([[pusher.apps.webhooks]])
     app[PUSHER] = service
     if service.apps:
         service.start()

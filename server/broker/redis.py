@@ -263,6 +263,9 @@ class RedisBroker:
             handler.on_presence(message[1], key, message[2])
 
     def _gap(self, keys: Sequence[Any]) -> None:
+        if self._handler is not None and any(key is _CONTROL for key in keys):
+            log.warning("Redis pub/sub reconnected; control messages may have been missed")
+            self._handler.on_control_gap()
         channels = [key for key in keys if key is not _CONTROL]
         if channels and self._handler is not None:
             log.warning("Redis pub/sub reconnected; publications may have been missed on %d channel(s)", len(channels))

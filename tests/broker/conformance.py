@@ -24,6 +24,7 @@ class RecordingHandler:
         self.presence: list[tuple[str, str, dict]] = []
         self.control: list[dict] = []
         self.gaps: list[str] = []
+        self.control_gaps: list[None] = []
         self._changed = asyncio.Event()
 
     def on_publication(self, pub: Publication) -> None:
@@ -40,6 +41,10 @@ class RecordingHandler:
 
     def on_gap(self, channels: Sequence[str]) -> None:
         self.gaps.extend(channels)
+        self._changed.set()
+
+    def on_control_gap(self) -> None:
+        self.control_gaps.append(None)
         self._changed.set()
 
     async def wait_for(self, attr: str, count: int, timeout: float = 5.0) -> list:

@@ -142,6 +142,7 @@ async def test_killed_connections_reconnect_resubscribe_and_report_gap(make_brok
 
     gaps = await handler.wait_for("gaps", len(held))
     assert sorted(gaps) == sorted(held)  # held ones only, each once, not the one it left
+    assert await handler.wait_for("control_gaps", 1) == [None]  # control messages may be lost too
     await wait_until(lambda: broker.healthy)
     for c in held:
         assert (await broker.publish(c, "after")).offset == 2
@@ -178,6 +179,7 @@ async def test_outage_fails_fast_then_recovers_with_gap(make_broker, proxy, chan
 
     await proxy.start()  # same port: Redis is back
     assert await handler.wait_for("gaps", 1) == [channel]
+    assert await handler.wait_for("control_gaps", 1) == [None]
     await wait_until(lambda: broker.healthy)
     again = await broker.publish(channel, 2)
     assert (again.offset, again.epoch) == (first.offset + 1, first.epoch)

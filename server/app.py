@@ -166,6 +166,7 @@ async def node_ctx(app: web.Application) -> AsyncIterator[None]:
     else:
         raise ValueError(f"unknown broker backend {backend!r} (memory or redis)")
     node = Node(settings, broker, presence, app[AUTHORIZER_TABLE])
+    app[AUTH].sessions.follow(node)
     try:
         await node.start()
         app[NODE] = node

@@ -78,6 +78,9 @@ class AuthSettings:
     login_max_failures: int = 5
     login_window: float = 300.0
     admins: tuple[str, ...] = ()
+    # Valid sessions a node remembers, so a connect reads no database (server/auth/session_cache.py).
+    session_cache_size: int = 100_000  # 0: ask the database on every connect
+    session_cache_ttl: float = 60.0  # seconds; the worst-case staleness of a revocation (docs/scaling.md)
     # argon2id cost (RFC 9106's second recommendation); tests lower them.
     password_time_cost: int = 3
     password_memory_cost: int = 65536  # KiB

@@ -45,6 +45,9 @@ class ServerSettings:
     workers: int = 1
     use_uvloop: bool = True
     log_format: str = "json"  # json | text (stagewire serve)
+    # One INFO line per connection opened and closed, on the logger stagewire.connections
+    # (server/ops/logs.py): opt-in, as in a reconnect storm they cost a tenth of each connect.
+    connection_log: bool = False
     stats_channel: str = "ops:stats"  # "" for none; see server/ops/stats.py
     stats_interval: float = 1.0  # seconds; 0 for none
     header_timeout: float = 10.0  # seconds to send a request's headers (and to idle between requests)

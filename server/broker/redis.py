@@ -49,6 +49,7 @@ from server.broker.base import (
     StreamPosition,
 )
 from server.broker.redis_client import RedisClient
+from server.broker.redis_cluster import ClusterPubSub
 from server.broker.redis_pubsub import CLASSIC, SHARDED, PubSubShard, Timing
 
 log = logging.getLogger("stagewire.broker.redis")
@@ -74,12 +75,12 @@ class RedisBroker:
         self._client = client
         self._settings = settings
         self._prefix = settings.prefix
-        self._mode = SHARDED if settings.sharded_pubsub else CLASSIC
-        self._publish_command = "SPUBLISH" if settings.sharded_pubsub else "PUBLISH"
+        self._mode = SHARDED if settings.sharded else CLASSIC
+        self._publish_command = "SPUBLISH" if settings.sharded else "PUBLISH"
         self._control = f"{settings.prefix}.control".encode()
         self.client_name = client.name
         self._started = False
-        self._shards: list[PubSubShard] = []
+        self._shards: list[PubSubShard | ClusterPubSub] = []
         self._handler: BrokerHandler | None = None
 
     @property
@@ -111,16 +112,20 @@ class RedisBroker:
             max_delay=s.reconnect_max_delay,
         )
         self._started = True
-        self._shards = [
-            PubSubShard(str(i), self._client.make_connection, self._mode, timing, self._deliver, self._gap)
-            for i in range(max(1, s.pubsub_shards))
-        ]
+        if self._client.cluster is not None:
+            # One connection per master, each channel on its slot's (server/broker/redis_cluster.py).
+            self._shards = [ClusterPubSub(self._client, timing, self._deliver, self._gap)]
+        else:
+            self._shards = [
+                PubSubShard(str(i), self._client.make_connection, self._mode, timing, self._deliver, self._gap)
+                for i in range(max(1, s.pubsub_shards))
+            ]
         self._shards[0].hold(self._control, _CONTROL)
         for shard in self._shards:
             shard.start()
         await asyncio.gather(*(shard.settled.wait() for shard in self._shards))
         if not self.healthy:
-            log.warning("Redis at %s is unreachable; retrying in the background", s.redis_url)
+            log.warning("%s is unreachable; retrying in the background", self._client.address)
 
     async def close(self) -> None:
         shards, self._shards = self._shards, []
@@ -237,7 +242,7 @@ class RedisBroker:
     def _pub_name(self, channel: str) -> str:
         return f"{self._prefix}.pub.{{{channel}}}"
 
-    def _shard(self, channel: str) -> PubSubShard:
+    def _shard(self, channel: str) -> PubSubShard | ClusterPubSub:
         if not self._shards:
             raise BrokerUnavailable("the Redis broker is not started")
         # crc32 rather than hash(): stable across processes and restarts.

@@ -166,6 +166,7 @@ async def node_ctx(app: web.Application) -> AsyncIterator[None]:
     else:
         raise ValueError(f"unknown broker backend {backend!r} (memory or redis)")
     node = Node(settings, broker, presence, app[AUTHORIZER_TABLE])
+    app[AUTH].sessions.follow(node)
     try:
         await node.start()
         app[NODE] = node
@@ -200,6 +201,8 @@ async def pusher_ctx(app: web.Application) -> AsyncIterator[None]:
     """The node's :class:`PusherService` in ``app[PUSHER]``; with no app configured it idles."""
     settings = app[SETTINGS]
     service = PusherService(app[NODE], PusherApps(settings.pusher.apps, settings.namespaces))
+    if HOOKS in app:
+        service.events = app[HOOKS].pusher  # the apps' webhooks ([[pusher.apps.webhooks]])
     app[PUSHER] = service
     if service.apps:
         service.start()

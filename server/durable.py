@@ -121,9 +121,8 @@ class DurableLog:
             for pending in self._queue:  # a retry racing its own first attempt
                 if pending.channel == channel and pending.idempotency_key == idempotency_key:
                     return await asyncio.shield(pending.future)
-            earlier = await self._stored_with_key(channel, idempotency_key)
-            if earlier is not None:
-                return earlier
+        # Queued before the first suspension (the key is checked by the writer),
+        # so publishes started in order are numbered in order (see Stream).
         pending = _Pending(channel, data, info, history, idempotency_key)
         self._queue.append(pending)
         self._wakeup.set()
@@ -146,6 +145,9 @@ class DurableLog:
                     self._fail(batch, CommandError(ErrorCode.INTERNAL, "internal error"))
 
     async def _commit_and_deliver(self, batch: list[_Pending]) -> None:
+        batch = await self._not_stored_yet(batch)
+        if not batch:
+            return
         for attempt in range(MAX_ATTEMPTS):
             try:
                 rows = await self._number(batch)
@@ -322,6 +324,19 @@ class DurableLog:
         query = PublicationRecord.filter(channel=channel, epoch=since.epoch, seq__gt=since.offset)
         query = query.order_by("-seq" if reverse else "seq").limit(limit)
         return [_publication(row) for row in await query]
+
+    async def _not_stored_yet(self, batch: list[_Pending]) -> list[_Pending]:
+        """The batch without the retries of publications already stored (they get the first position)."""
+        fresh = []
+        for pending in batch:
+            if pending.idempotency_key is not None:
+                earlier = await self._stored_with_key(pending.channel, pending.idempotency_key)
+                if earlier is not None:
+                    if not pending.future.done():
+                        pending.future.set_result(earlier)
+                    continue
+            fresh.append(pending)
+        return fresh
 
     async def _stored_with_key(self, channel: str, key: str) -> StreamPosition | None:
         cutoff = datetime.now(timezone.utc) - timedelta(seconds=IDEMPOTENCY_TTL)

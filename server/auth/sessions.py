@@ -2,8 +2,10 @@
 
 A login creates an ``AuthSession`` row and a signed token naming it
 (``server.auth.tokens``). Verifying a token checks the signature and its age, then
-the session in the database, so that a logout (which revokes the session)
-stops the token everywhere at once. Passwords are argon2id
+the session: in the node's cache of valid sessions
+(``server.auth.session_cache``), or else in the database. A logout revokes the
+session in the database and, through a control message, in every node's
+cache, so the token stops everywhere. Passwords are argon2id
 (``server.auth.passwords``).
 
 Usernames are case-insensitive: they are stored and compared lower-case, the
@@ -32,6 +34,7 @@ from server.config import AuthSettings
 from server.errors import CommandError, ErrorCode
 from server.auth.limiter import LoginLimiter, MemoryLoginLimiter, TooManyAttempts
 from server.auth.passwords import Passwords, is_common
+from server.auth.session_cache import SessionCache
 from server.auth.tokens import TokenClaims, TokenSigner, load_secrets
 
 __all__ = [
@@ -82,6 +85,7 @@ class Authenticator:
         self.passwords = Passwords.from_settings(settings)
         self.tokens = TokenSigner(secrets, settings.token_ttl, clock=clock)
         self.limiter = limiter or MemoryLoginLimiter(settings.login_max_failures, settings.login_window)
+        self.sessions = SessionCache(settings.session_cache_size, settings.session_cache_ttl)
         self._clock = clock
         self._admins = frozenset(name.lower() for name in settings.admins)
 
@@ -161,9 +165,12 @@ class Authenticator:
             CommandError: As :meth:`verify`.
         """
         identity = await self.verify(token)
+        self.sessions.revoke_session(identity.session_id)
         await AuthSession.filter(id=identity.session_id, revoked_at__isnull=True).update(
             revoked_at=self._at(0)
         )
+        # Again: a connect may have read the session back while the update ran.
+        self.sessions.revoke_session(identity.session_id)
         return identity
 
     async def verify(self, token: str) -> Identity:
@@ -174,10 +181,16 @@ class Authenticator:
                 ``UNAUTHORIZED`` for any other bad token or a revoked session.
         """
         claims = self.tokens.read(token)
+        cached = self.sessions.get(claims.session_id)
+        if cached is not None and cached.user_id == claims.user_id and cached.expires_at > self._clock():
+            return Identity(cached.user_id, cached.username, cached.role, claims.session_id, claims.expires_at)
+        generation = self.sessions.generation
         session = await self._session(claims)
         user = session.user
-        return Identity(user.id, user.username, self.role_of(user), str(session.id),
-                        claims.expires_at)
+        role = self.role_of(user)
+        session_id = str(session.id)
+        self.sessions.put(session_id, user.id, user.username, role, session.expires_at.timestamp(), generation)
+        return Identity(user.id, user.username, role, session_id, claims.expires_at)
 
     def role_of(self, user: User) -> str:
         """The user's role, "admin" also for names listed in ``auth.admins``."""

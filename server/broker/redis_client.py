@@ -16,8 +16,10 @@ With ``[broker] cluster_nodes`` set the client is a Redis Cluster client
 (``redis.asyncio.cluster.RedisCluster``): each command goes to the master of
 its keys' slot, and a ``MOVED``/``ASK`` redirect is followed (the command did
 not run), but a lost connection is not retried either; the slot map is
-reloaded before the next command. Pub/sub has a connection per master, made
-by :mod:`server.broker.redis_cluster`.
+reloaded before the next command. The broker's pipelined commands and its
+pub/sub have connections of their own per master
+(:meth:`RedisClient.node_connection`, used by :mod:`server.broker.redis_cluster`
+and :mod:`server.broker.redis_cluster_commands`).
 """
 
 from __future__ import annotations
@@ -25,18 +27,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from typing import Any, AsyncIterator, Iterator, Protocol
+from typing import Any, AsyncIterator, Iterator, Protocol, TypeVar
 
 from redis import exceptions as redis_errors
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
-from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.connection import AbstractConnection, Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 
 from server.config import BrokerSettings
 from server.errors import BrokerUnavailable
+
+C = TypeVar("C", bound=Connection)
 
 # Error replies that mean "not now" rather than "wrong request".
 _UNAVAILABLE_REPLIES = (
@@ -111,6 +115,15 @@ class RedisClient:
         if isinstance(client, RedisCluster):
             return _ClusterScript(client, source)
         return client.register_script(source)
+
+    def node_connection(self, address: str, connection_class: type[C], **extra: Any) -> C:
+        """A new, unconnected connection to the cluster node ``host:port``, with the pool's settings."""
+        s = self.settings
+        host, port = _address(address)
+        return connection_class(
+            host=host, port=port, socket_timeout=s.socket_timeout, socket_connect_timeout=s.socket_timeout,
+            retry=Retry(NoBackoff(), 0), protocol=2, client_name=self.name, **extra,
+        )
 
     def make_connection(self) -> AbstractConnection:
         """A new, unconnected connection with the pool's settings (for pub/sub; one Redis only)."""

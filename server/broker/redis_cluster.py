@@ -35,8 +35,6 @@ from typing import Any, Callable, Hashable, Sequence
 
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
@@ -226,13 +224,7 @@ class ClusterPubSub:
         if self._connects[address] > 1:
             self._check_all = True
             self._wake.set()
-        host, _, port = address.rpartition(":")
-        s = self._client.settings
-        return _SlotConnection(
-            on_dropped=self._dropped, host=host, port=int(port), socket_timeout=s.socket_timeout,
-            socket_connect_timeout=s.socket_timeout, retry=Retry(NoBackoff(), 0), protocol=2,
-            client_name=self._client.name,
-        )
+        return self._client.node_connection(address, _SlotConnection, on_dropped=self._dropped)
 
     def _dropped(self, name: bytes) -> None:
         if name in self._keys:

@@ -61,12 +61,12 @@ async def test_sweeps_and_refreshes_of_channels_on_every_master_are_batched(make
     channels = [f"presence:spread-{secrets.token_hex(3)}-{i}" for i in range(30)]
     owners = {await private_cluster.owner(key_slot(f"{{{c}}}".encode())) for c in channels}
     assert len(owners) == 3
-    a, b = await make_store(2), await make_store(2)
+    a, b = await make_store(3), await make_store(3)
     entries = [PresenceEntry(c, f"c{i}", f"user{i}") for i, c in enumerate(channels)]
     await asyncio.gather(*(a.add(e) for e in entries))
-    await asyncio.sleep(1.2)
+    await asyncio.sleep(1.5)
     await a.refresh(entries[:15])  # the first half stays past the first TTL
-    await asyncio.sleep(1.2)
+    await asyncio.sleep(2.0)
     gone = await b.expire(channels)
     assert sorted(gone) == sorted((e.channel, e.user) for e in entries[15:])
     assert [await b.stats(c) for c in channels[:15]] == [(1, 1)] * 15

@@ -158,6 +158,8 @@ class PusherWebhookSettings:
     url: str = ""
     event_types: tuple[str, ...] = ()
     filter: PusherWebhookFilter = field(default_factory=PusherWebhookFilter)
+    # Pusher's "batch webhooks": a POST carries every event waiting (up to [hooks] batch_max); false: one each.
+    batch: bool = True
     # Names the webhook in the outbox, the CLI and /metrics (as "pusher:<app id>:<name>"); the URL by default.
     name: str = ""
 

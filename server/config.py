@@ -111,6 +111,25 @@ class BrokerSettings:
     ping_interval: float = 5.0  # a silent pub/sub connection is pinged, and dropped after 2x
     reconnect_min_delay: float = 0.1  # reconnect backoff: doubles from min to max, ±20% jitter
     reconnect_max_delay: float = 5.0
+    # Redis Cluster: "host:port" of some of its nodes; set, it replaces redis_url,
+    # and pub/sub is sharded per slot owner (see server/broker/redis_cluster.py).
+    cluster_nodes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for node in self.cluster_nodes:
+            host, _, port = node.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigError(f"broker.cluster_nodes: {node!r} is not host:port")
+
+    @property
+    def cluster(self) -> bool:
+        """Whether Redis is a Redis Cluster (``cluster_nodes`` set)."""
+        return bool(self.cluster_nodes)
+
+    @property
+    def sharded(self) -> bool:
+        """Whether pub/sub is sharded (SSUBSCRIBE/SPUBLISH): asked for, or implied by a cluster."""
+        return self.sharded_pubsub or self.cluster
 
 
 @dataclass(frozen=True)
@@ -142,6 +161,8 @@ class PusherWebhookSettings:
     url: str = ""
     event_types: tuple[str, ...] = ()
     filter: PusherWebhookFilter = field(default_factory=PusherWebhookFilter)
+    # Pusher's "batch webhooks": a POST carries every event waiting (up to [hooks] batch_max); false: one each.
+    batch: bool = True
     # Names the webhook in the outbox, the CLI and /metrics (as "pusher:<app id>:<name>"); the URL by default.
     name: str = ""
 

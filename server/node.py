@@ -51,6 +51,8 @@ log = logging.getLogger("stagewire.node")
 
 #: Seconds the node's own background tasks get to stop at close.
 STOP_TIMEOUT = 2.0
+#: Seconds the handlers of aborted connections get to finish at shutdown.
+ABORT_WAIT = 0.2
 
 
 @dataclass(slots=True)
@@ -117,8 +119,16 @@ class Node:
         conns = list(self.connections.values())
         for conn in conns:
             conn.close(CloseCode.SHUTDOWN, "server shutting down")
-        if conns:
-            await asyncio.wait([c.finished for c in conns], timeout=timeout)
+        if not conns:
+            return
+        _, late = await asyncio.wait([c.finished for c in conns], timeout=timeout)
+        if late:
+            # Peers that did not take their close in time: drop them, so that
+            # their handlers end now rather than when aiohttp cancels them.
+            for conn in conns:
+                if not conn.finished.done():
+                    conn.abort()
+            await asyncio.wait(late, timeout=ABORT_WAIT)
 
     async def close(self) -> None:
         own = [t for t in (self._pinger, self._presence_task) if t is not None]

@@ -19,6 +19,10 @@ Contract (checked by ``tests/broker/conformance.py`` for every backend):
   channels it subscribed to. ``publish`` returns once the publication has its
   offset and is in the history; delivery to nodes, the publishing node
   included, may happen before or after it returns.
+* **Order of concurrent publishes.** ``publish`` takes its place in the
+  channel's order before it first suspends: publishes started one after the
+  other (tasks created in order, none awaited yet) get their offsets in that
+  order. This lets a client pipeline its publishes without reordering them.
 * **Failure.** When the backend cannot accept a publication, ``publish`` raises
   :class:`BrokerUnavailable`; it never drops one silently. When a backend may
   have missed deliveries (a lost connection), it calls ``on_gap`` for the

@@ -112,4 +112,5 @@ class SseConnection(Connection):
 
     def _slow(self) -> None:
         self._sse_counters.slow_disconnects += 1
-        self.close(CloseCode.SLOW, "slow client: outbound buffer full")
+        self.cut_off(CloseCode.SLOW, "slow client: outbound buffer full")
+        self.end.done.set()  # an aborted stream has no close to wait for: the handler ends now

@@ -23,6 +23,7 @@ from server.broker.redis_client import RedisClient
 from server.broker.redis import RedisBroker
 from server.config import BrokerSettings
 from tests.broker.conformance import BrokerConformance, RecordingHandler
+from tests.private_redis import private_redis  # noqa: F401
 from tests.redis_support import RedisProxy, admin, prefix, proxy, redis_url, socket_nobody_listens_on  # noqa: F401
 
 pytestmark = pytest.mark.redis
@@ -77,6 +78,43 @@ async def wait_until(condition: Callable[[], Any], timeout: float = 5.0) -> None
 
 class TestRedisBrokerConformance(BrokerConformance):
     multi_node = True
+
+
+# -- pipelining ----------------------------------------------------------------------
+
+
+async def test_what_is_issued_in_one_loop_iteration_is_one_round_trip(make_broker, channel):
+    broker = await make_broker(RecordingHandler())
+    await broker.publish(channel, "warm-up")  # connects the pipeline
+    before = broker.round_trips
+    # Publishes, reads and presence of many channels, from many tasks at once.
+    work = [broker.publish(f"{channel}-{i % 5}", i) for i in range(40)]
+    work += [broker.position(f"{channel}-{i}") for i in range(5)]
+    work.append(broker.publish_presence("join", channel, {"user": "u"}))
+    results = await asyncio.gather(*work)
+    assert broker.round_trips == before + 1
+    assert [p.offset for p in results[:40:5]] == list(range(1, 9))  # channel -0 in order
+    assert results[40].offset == 8
+
+
+async def test_a_lost_command_connection_fails_what_waits_then_reconnects(make_broker, redis_url, channel):
+    broker = await make_broker(RecordingHandler())
+    await broker.publish(channel, 1)
+    async with admin(redis_url) as client:
+        for c in await client.client_list():
+            if c["name"] == broker.client_name and "P" not in c["flags"]:
+                await client.client_kill_filter(_id=c["id"])
+    # An idle connection found closed is replaced before the batch is sent.
+    assert (await broker.publish(channel, 2)).offset == 2
+
+
+async def test_scripts_are_loaded_again_after_redis_lost_them(make_broker, private_redis, channel):
+    broker = await make_broker(RecordingHandler(), redis_url=private_redis.url)
+    await broker.publish(channel, 1)
+    async with admin(private_redis.url) as client:
+        await client.script_flush()  # what a restart does to the script cache
+    positions = await asyncio.gather(*(broker.publish(channel, i) for i in range(2, 12)))
+    assert [p.offset for p in positions] == list(range(2, 12))
 
 
 # -- Redis going away ---------------------------------------------------------------

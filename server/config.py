@@ -45,6 +45,9 @@ class ServerSettings:
     workers: int = 1
     use_uvloop: bool = True
     log_format: str = "json"  # json | text (stagewire serve)
+    # One INFO line per connection opened and closed, on the logger stagewire.connections
+    # (server/ops/logs.py): opt-in, as in a reconnect storm they cost a tenth of each connect.
+    connection_log: bool = False
     stats_channel: str = "ops:stats"  # "" for none; see server/ops/stats.py
     stats_interval: float = 1.0  # seconds; 0 for none
     header_timeout: float = 10.0  # seconds to send a request's headers (and to idle between requests)
@@ -108,6 +111,25 @@ class BrokerSettings:
     ping_interval: float = 5.0  # a silent pub/sub connection is pinged, and dropped after 2x
     reconnect_min_delay: float = 0.1  # reconnect backoff: doubles from min to max, ±20% jitter
     reconnect_max_delay: float = 5.0
+    # Redis Cluster: "host:port" of some of its nodes; set, it replaces redis_url,
+    # and pub/sub is sharded per slot owner (see server/broker/redis_cluster.py).
+    cluster_nodes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for node in self.cluster_nodes:
+            host, _, port = node.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigError(f"broker.cluster_nodes: {node!r} is not host:port")
+
+    @property
+    def cluster(self) -> bool:
+        """Whether Redis is a Redis Cluster (``cluster_nodes`` set)."""
+        return bool(self.cluster_nodes)
+
+    @property
+    def sharded(self) -> bool:
+        """Whether pub/sub is sharded (SSUBSCRIBE/SPUBLISH): asked for, or implied by a cluster."""
+        return self.sharded_pubsub or self.cluster
 
 
 @dataclass(frozen=True)

@@ -199,7 +199,8 @@ class DurableLog:
         next_position: dict[str, StreamPosition] = {}
         created_at = datetime.now(timezone.utc)
         for pending in batch:
-            position = next_position.get(pending.channel) or await self.position(pending.channel)
+            # Our own last number: a stale one is refused by the unique constraint, and renumbered.
+            position = next_position.get(pending.channel) or await self._load_position(pending.channel)
             position = StreamPosition(position.offset + 1, position.epoch)
             next_position[pending.channel] = position
             rows.append(
@@ -272,12 +273,38 @@ class DurableLog:
     # -- reading ------------------------------------------------------------------
 
     async def position(self, channel: str) -> StreamPosition:
+        """The channel's newest position, other nodes' publications included."""
+        if channel not in self._positions:
+            return await self._load_position(channel)
+        return await self._newest(channel, await self._broker.position(channel))
+
+    async def _newest(self, channel: str, seen: StreamPosition) -> StreamPosition:
+        """The newer of ours and ``seen``, the broker's: another node may have published since our last commit.
+
+        Ours is ahead while our own rows are on their way to the broker (in flight
+        or delayed); they reach the subscribers as live publications after it.
+        """
+        cached = self._positions.get(channel)
+        if cached is None or seen.epoch != cached.epoch:
+            self._positions.pop(channel, None)
+            return await self._load_position(channel)
+        if seen.offset > cached.offset:
+            cached = self._positions[channel] = StreamPosition(seen.offset, seen.epoch)
+        return cached
+
+    async def _load_position(self, channel: str) -> StreamPosition:
         """The channel's position as stored; the broker is brought in line with it."""
         cached = self._positions.get(channel)
         if cached is not None:
             return cached
         last = await PublicationRecord.filter(channel=channel).order_by("-seq").first()
-        broker_position = await self._broker.position(channel)
+        try:
+            broker_position = await self._broker.position(channel)
+        except BrokerUnavailable:
+            if last is None:
+                raise  # a new channel's epoch comes from the broker
+            # Numbering needs only the database; the broker is brought in line once it is back.
+            return StreamPosition(last.seq, last.epoch)
         if last is None:
             position = broker_position
         else:
@@ -303,8 +330,8 @@ class DurableLog:
         The newest ``limit`` publications (``reverse``), or the ``limit`` ones
         right after ``since``; none if ``since`` names another epoch.
         """
-        pubs, _ = await self._broker.history(channel, since=since, limit=limit, reverse=reverse)
-        top = await self.position(channel)
+        pubs, seen = await self._broker.history(channel, since=since, limit=limit, reverse=reverse)
+        top = await self._newest(channel, seen)
         start = since if since is not None else StreamPosition(0, top.epoch)
         if start.epoch != top.epoch:
             return [], top

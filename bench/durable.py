@@ -45,6 +45,8 @@ class _Sink:
 
     def on_gap(self, *args) -> None: ...
 
+    def on_control_gap(self) -> None: ...
+
 
 async def _create_postgres(url: str, name: str, drop: bool = False) -> None:
     import asyncpg

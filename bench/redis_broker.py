@@ -63,6 +63,9 @@ class CountingHandler:
     def on_gap(self, channels: Sequence[str]) -> None:
         print(f"warning: gap reported for {list(channels)}", file=sys.stderr)
 
+    def on_control_gap(self) -> None:
+        print("warning: control messages may have been missed", file=sys.stderr)
+
 
 async def redis_cpu(admin: Redis) -> float:
     info = await admin.info("cpu")

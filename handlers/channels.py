@@ -8,7 +8,7 @@ import pydantic
 
 from server import channels, protocol
 from server.broker.base import Publication, StreamPosition
-from server.dispatch import Context, Params, Reply
+from server.dispatch import Context, Params, Pipelined, Reply
 from server.errors import CommandError, ErrorCode
 
 Channel = channels.ChannelName
@@ -84,14 +84,22 @@ async def unsubscribe(ctx: Context, params: UnsubscribeParams) -> dict[str, Any]
     return {}
 
 
-async def publish(ctx: Context, params: PublishParams) -> dict[str, Any]:
+async def publish(ctx: Context, params: PublishParams) -> Pipelined:
     ns = ctx.node.namespace(params.channel)
     channels.check_publish(ctx.user, params.channel, ns, params.channel in ctx.conn.subscriptions)
     protocol.check_json_compatible(params.data)
     # The publish proxy may refuse, or replace the data.
     data = await ctx.node.proxy.authorize_publish(ctx.conn, params.channel, ns, params.data)
     protocol.check_json_compatible(data)
-    position = await ctx.node.publish(params.channel, data, {"user": ctx.user.username}, params.idempotency_key)
-    if not position.already:
-        ctx.node.events.client_published(ctx.conn, params.channel, position, data)
-    return channels.publish_result(position)
+    conn, node, channel = ctx.conn, ctx.node, params.channel
+
+    async def publish_and_tell() -> dict[str, Any]:
+        position = await node.publish(channel, data, {"user": ctx.user.username}, params.idempotency_key)
+        if not position.already:
+            node.events.client_published(conn, channel, position, data)
+        return channels.publish_result(position)
+
+    # Tasks start in the order they are created, and a publish takes its place
+    # in the channel's order before it first suspends (see Stream): so a later
+    # command's publish cannot overtake this one. Its reply keeps command order.
+    return Pipelined(node.spawn(publish_and_tell()))

@@ -5,13 +5,15 @@ applications (``handlers.REGISTRY``), and one cleanup context per resource,
 in start-up order:
 
 1. the database (Tortoise, migrations applied);
-2. the authenticator (token secrets read or created);
-3. the node, with its broker and presence store (sharing one Redis client
-   in Redis mode);
-4. the hooks (``server/hooks/``): the pooled HTTP client to the backend, the
+2. in Redis mode, the node's one Redis client (closed last), shared by the
+   login limiter, the broker, presence and the hooks;
+3. the authenticator (token secrets read or created; the login limiter is
+   in Redis in Redis mode, so every node enforces one limit);
+4. the node, with its broker and presence store;
+5. the hooks (``server/hooks/``): the pooled HTTP client to the backend, the
    webhook outbox and senders, the cluster transitions and the proxies;
-5. the Pusher service (``server/pusher/``) and the SSE tickets (``server/sse/``);
-6. the live stats feed.
+6. the Pusher service (``server/pusher/``) and the SSE tickets (``server/sse/``);
+7. the live stats feed.
 
 Nothing is registered as a side effect of an import.
 """
@@ -34,6 +36,7 @@ from server.appkeys import (
     API_DOCS, AUTH, AUTHORIZER_TABLE, HANDLER_TABLE, HOOKS, METRICS, NODE, PUSHER, REDIS, SETTINGS, SSE_TICKETS,
 )
 from server.auth import routes as auth_routes
+from server.auth.limiter_redis import RedisLoginLimiter
 from server.auth.sessions import Authenticator
 from server.auth.tokens import load_secrets
 from server.broker.base import Broker
@@ -89,7 +92,7 @@ def create_app(settings: Settings, registry: Registry = REGISTRY) -> web.Applica
     groups = (*registry.http, HttpRoutes(hooks_routes.routes, hooks_routes.describe))
     app[API_DOCS] = tuple(group.describe for group in groups if group.describe is not None)
     app[METRICS] = metrics.create_registry(lambda: app.get(NODE))
-    app.cleanup_ctx.extend([database_ctx, auth_ctx, node_ctx, hooks_ctx, pusher_ctx, sse_ctx, stats_ctx])
+    app.cleanup_ctx.extend([database_ctx, redis_ctx, auth_ctx, node_ctx, hooks_ctx, pusher_ctx, sse_ctx, stats_ctx])
     app.on_shutdown.append(close_websockets)
     app.on_response_prepare.append(set_security_headers)
     app.add_routes([web.get("/ws", websocket_handler)])
@@ -122,11 +125,28 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         await close_db(ctx)
 
 
+async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    """In Redis mode, the node's one :class:`RedisClient` in ``app[REDIS]``; closed after everything using it."""
+    settings = app[SETTINGS]
+    if settings.broker.backend != "redis":
+        yield
+        return
+    client = app[REDIS] = RedisClient(settings.broker)
+    try:
+        yield
+    finally:
+        await client.close()
+
+
 async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
     """Store an :class:`Authenticator` in ``app[AUTH]``; the token secrets are read (or created) here."""
     settings = app[SETTINGS]
     secrets = await asyncio.to_thread(load_secrets, settings)
-    auth = Authenticator(settings.auth, secrets)
+    client = app.get(REDIS)
+    limiter = None if client is None else RedisLoginLimiter(
+        client, settings.auth.login_max_failures, settings.auth.login_window
+    )
+    auth = Authenticator(settings.auth, secrets, limiter=limiter)
     await auth.passwords.prepare()
     app[AUTH] = auth
     yield
@@ -138,15 +158,15 @@ async def node_ctx(app: web.Application) -> AsyncIterator[None]:
     backend = settings.broker.backend
     broker: Broker
     presence: PresenceStore
-    client: RedisClient | None = None
     if backend == "memory":
         broker, presence = MemoryBroker(), MemoryPresence(settings.broker.presence_ttl)
     elif backend == "redis":
-        client = app[REDIS] = RedisClient(settings.broker)
+        client = app[REDIS]
         broker, presence = RedisBroker(client), RedisPresence(client)
     else:
         raise ValueError(f"unknown broker backend {backend!r} (memory or redis)")
     node = Node(settings, broker, presence, app[AUTHORIZER_TABLE])
+    app[AUTH].sessions.follow(node)
     try:
         await node.start()
         app[NODE] = node
@@ -154,8 +174,6 @@ async def node_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await node.close()
-        if client is not None:
-            await client.close()
 
 
 async def hooks_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -183,6 +201,8 @@ async def pusher_ctx(app: web.Application) -> AsyncIterator[None]:
     """The node's :class:`PusherService` in ``app[PUSHER]``; with no app configured it idles."""
     settings = app[SETTINGS]
     service = PusherService(app[NODE], PusherApps(settings.pusher.apps, settings.namespaces))
+    if HOOKS in app:
+        service.events = app[HOOKS].pusher  # the apps' webhooks ([[pusher.apps.webhooks]])
     app[PUSHER] = service
     if service.apps:
         service.start()

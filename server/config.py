@@ -45,6 +45,9 @@ class ServerSettings:
     workers: int = 1
     use_uvloop: bool = True
     log_format: str = "json"  # json | text (stagewire serve)
+    # One INFO line per connection opened and closed, on the logger stagewire.connections
+    # (server/ops/logs.py): opt-in, as in a reconnect storm they cost a tenth of each connect.
+    connection_log: bool = False
     stats_channel: str = "ops:stats"  # "" for none; see server/ops/stats.py
     stats_interval: float = 1.0  # seconds; 0 for none
     header_timeout: float = 10.0  # seconds to send a request's headers (and to idle between requests)
@@ -78,6 +81,9 @@ class AuthSettings:
     login_max_failures: int = 5
     login_window: float = 300.0
     admins: tuple[str, ...] = ()
+    # Valid sessions a node remembers, so a connect reads no database (server/auth/session_cache.py).
+    session_cache_size: int = 100_000  # 0: ask the database on every connect
+    session_cache_ttl: float = 60.0  # seconds; the worst-case staleness of a revocation (docs/scaling.md)
     # argon2id cost (RFC 9106's second recommendation); tests lower them.
     password_time_cost: int = 3
     password_memory_cost: int = 65536  # KiB
@@ -105,11 +111,71 @@ class BrokerSettings:
     ping_interval: float = 5.0  # a silent pub/sub connection is pinged, and dropped after 2x
     reconnect_min_delay: float = 0.1  # reconnect backoff: doubles from min to max, ±20% jitter
     reconnect_max_delay: float = 5.0
+    # Redis Cluster: "host:port" of some of its nodes; set, it replaces redis_url,
+    # and pub/sub is sharded per slot owner (see server/broker/redis_cluster.py).
+    cluster_nodes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for node in self.cluster_nodes:
+            host, _, port = node.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigError(f"broker.cluster_nodes: {node!r} is not host:port")
+
+    @property
+    def cluster(self) -> bool:
+        """Whether Redis is a Redis Cluster (``cluster_nodes`` set)."""
+        return bool(self.cluster_nodes)
+
+    @property
+    def sharded(self) -> bool:
+        """Whether pub/sub is sharded (SSUBSCRIBE/SPUBLISH): asked for, or implied by a cluster."""
+        return self.sharded_pubsub or self.cluster
 
 
 @dataclass(frozen=True)
 class ApiSettings:
     keys: tuple[str, ...] = ()
+
+
+#: What a Pusher app's webhook may ask for (``event_types``; docs/pusher.md describes each one).
+PUSHER_WEBHOOK_EVENTS = (
+    "channel_occupied", "channel_vacated", "member_added", "member_removed", "client_event", "cache_miss",
+)
+
+
+@dataclass(frozen=True)
+class PusherWebhookFilter:
+    """Which channels a Pusher webhook hears of (Soketi's ``filter``); empty takes every channel."""
+
+    channel_name_starts_with: str = ""
+    channel_name_ends_with: str = ""
+
+    def takes(self, channel: str) -> bool:
+        return channel.startswith(self.channel_name_starts_with) and channel.endswith(self.channel_name_ends_with)
+
+
+@dataclass(frozen=True)
+class PusherWebhookSettings:
+    """One ``[[pusher.apps.webhooks]]`` entry: a URL and the event types it receives, signed with the app's secret."""
+
+    url: str = ""
+    event_types: tuple[str, ...] = ()
+    filter: PusherWebhookFilter = field(default_factory=PusherWebhookFilter)
+    # Pusher's "batch webhooks": a POST carries every event waiting (up to [hooks] batch_max); false: one each.
+    batch: bool = True
+    # Names the webhook in the outbox, the CLI and /metrics (as "pusher:<app id>:<name>"); the URL by default.
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        where = f"pusher.apps.webhooks.{self.name or self.url or '?'}"
+        _check_url(self.url, f"{where}.url")
+        if not self.event_types:
+            raise ConfigError(f"{where}.event_types: name at least one of {', '.join(PUSHER_WEBHOOK_EVENTS)}")
+        unknown = sorted(set(self.event_types) - set(PUSHER_WEBHOOK_EVENTS))
+        if unknown:
+            raise ConfigError(f"{where}.event_types: unknown {unknown}; known: {', '.join(PUSHER_WEBHOOK_EVENTS)}")
+        if not self.name:
+            object.__setattr__(self, "name", self.url)
 
 
 @dataclass(frozen=True)
@@ -129,11 +195,22 @@ class PusherAppSettings:
     max_presence_members: int = 100
     max_presence_member_size: int = 1024  # bytes of a member's user_info
     encryption_master_key: str = ""  # base64 of 32 bytes: /pusher/auth gives private-encrypted- keys
+    webhooks: tuple[PusherWebhookSettings, ...] = ()  # Pusher's webhooks, signed with the key and secret
 
     def __post_init__(self) -> None:
         for name in ("id", "key", "secret"):
             if not getattr(self, name):
                 raise ConfigError(f"pusher.apps: every app needs an {name}" if name == "id" else f"pusher.apps: every app needs a {name}")
+        names = [hook.name for hook in self.webhooks]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"pusher.apps: app {self.id} has two webhooks of the same name (or URL)")
+        if any(len(self.webhook_name(hook)) > 255 for hook in self.webhooks):
+            raise ConfigError(f"pusher.apps: app {self.id}'s webhook names must be shorter (255 characters "
+                              "with the app id)")
+
+    def webhook_name(self, hook: PusherWebhookSettings) -> str:
+        """The webhook's name in the outbox, unique across apps and the ``[[webhooks]]``."""
+        return f"pusher:{self.id}:{hook.name}"
 
 
 @dataclass(frozen=True)
@@ -409,6 +486,9 @@ def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
 def _coerce(hint: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
     item = typing.get_args(hint)[0] if origin is tuple and typing.get_args(hint) else None
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        # A table inside a table, e.g. pusher.apps.webhooks.filter.
+        return value if isinstance(value, hint) else _build(hint, value, where)
     if isinstance(item, type) and dataclasses.is_dataclass(item):
         # An array of tables, e.g. [[pusher.apps]].
         if not isinstance(value, (list, tuple)):

@@ -6,12 +6,21 @@ gets a :class:`Context` and its validated parameters, and returns a result (any
 JSON-compatible value) or raises a :class:`~server.errors.CommandError`.
 Anything else it raises is logged and answered with a generic INTERNAL error:
 a client never sees a traceback.
+
+The commands of one connection run one after another, with one exception: a
+handler may return :class:`Pipelined`, a task already under way (``publish``
+does, once the broker has the publication queued). The next command then runs
+at once instead of waiting for that task's round trip; the replies still go
+out in the order the commands came (:class:`ReplyOrder`), and any command that
+is not pipelined waits until every earlier reply is queued.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generic, Mapping, TypeVar
 
 import pydantic
@@ -39,6 +48,34 @@ class Params(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(strict=True, extra="ignore", frozen=True)
 
 
+#: Pipelined commands of one connection whose replies may be outstanding at once;
+#: one more waits for the oldest, so a client cannot queue without bound.
+MAX_PIPELINED = 64
+
+
+class ReplyOrder:
+    """The outstanding replies of one connection's pipelined commands, in command order."""
+
+    __slots__ = ("_outstanding",)
+
+    def __init__(self) -> None:
+        self._outstanding: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def add(self, ctx: Context, command: protocol.Command, task: Awaitable[Any]) -> None:
+        """Queue the reply of ``command`` once ``task`` is done and every earlier reply is queued."""
+        while len(self._outstanding) >= MAX_PIPELINED:
+            await asyncio.wait([self._outstanding[0]])
+        before = self._outstanding[-1] if self._outstanding else None
+        done = ctx.node.spawn(_reply_when_done(ctx, command, task, before))
+        self._outstanding.append(done)
+        done.add_done_callback(lambda _: self._outstanding.remove(done))
+
+    async def drain(self) -> None:
+        """Wait until every outstanding reply is queued."""
+        if self._outstanding:
+            await asyncio.wait([self._outstanding[-1]])
+
+
 @dataclass(frozen=True, slots=True)
 class Context:
     """What a handler may touch."""
@@ -46,6 +83,7 @@ class Context:
     conn: Connection
     node: Node
     auth: Authenticator
+    replies: ReplyOrder = field(default_factory=ReplyOrder)
 
     @property
     def user(self) -> Identity:
@@ -64,6 +102,18 @@ class Reply:
 
     result: Any
     after: Callable[[], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Pipelined:
+    """A handler result whose work is under way: the reply is the task's result, when it is done.
+
+    The task must already hold its place (a publish queued in the broker), so
+    that commands after it cannot overtake it; the dispatcher runs the next
+    command without waiting for it.
+    """
+
+    task: Awaitable[Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,25 +163,52 @@ async def run_command(ctx: Context, command: protocol.Command, table: HandlerTab
     # Lines logged while the command runs carry "<conn>/<command id>" as their request id.
     request = logs.request_id.set(f"{ctx.conn.id}/{command.id}")
     try:
+        if command.type not in PIPELINABLE:
+            await ctx.replies.drain()
         result = await _call(ctx, command, table)
+        if isinstance(result, Pipelined):
+            await ctx.replies.add(ctx, command, result.task)
+            return
     except Disconnect:
         raise
-    except StagewireError as exc:
-        counters.command_errors += 1
-        reply = protocol.error_reply(command.id, exc)
-    except Exception:
-        counters.command_errors += 1
-        log.exception("command %s failed", command.type)
-        reply = protocol.error_reply(command.id, protocol.internal_error())
+    except Exception as exc:
+        reply = _error_reply(ctx, command, exc)
     else:
         if isinstance(result, Reply):
             result, after = result.result, result.after
         reply = protocol.reply(command.id, result)
     finally:
         logs.request_id.reset(request)
+    if command.type in PIPELINABLE:
+        await ctx.replies.drain()  # refused at once: still answered after the earlier ones
     ctx.conn.send(reply)
     if after is not None:
         after()
+
+
+#: Command types whose handlers may return :class:`Pipelined`; the others wait
+#: for the replies before them, so they see the effects of those commands.
+PIPELINABLE = frozenset({"publish"})
+
+
+async def _reply_when_done(
+    ctx: Context, command: protocol.Command, task: Awaitable[Any], before: asyncio.Future[None] | None
+) -> None:
+    try:
+        reply = protocol.reply(command.id, await task)
+    except Exception as exc:
+        reply = _error_reply(ctx, command, exc)
+    if before is not None:
+        await asyncio.wait([before])
+    ctx.conn.send(reply)
+
+
+def _error_reply(ctx: Context, command: protocol.Command, exc: Exception) -> dict[str, Any]:
+    ctx.node.counters.command_errors += 1
+    if isinstance(exc, StagewireError):
+        return protocol.error_reply(command.id, exc)
+    log.exception("command %s failed", command.type, exc_info=exc)
+    return protocol.error_reply(command.id, protocol.internal_error())
 
 
 async def _call(ctx: Context, command: protocol.Command, table: HandlerTable) -> Any:

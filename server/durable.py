@@ -123,9 +123,8 @@ class DurableLog:
             for pending in self._queue:  # a retry racing its own first attempt
                 if pending.channel == channel and pending.idempotency_key == idempotency_key:
                     return await asyncio.shield(pending.future)
-            earlier = await self._stored_with_key(channel, idempotency_key)
-            if earlier is not None:
-                return earlier
+        # Queued before the first suspension (the key is checked by the writer),
+        # so publishes started in order are numbered in order (see Stream).
         pending = _Pending(channel, data, info, history, idempotency_key)
         self._queue.append(pending)
         self._wakeup.set()
@@ -148,6 +147,9 @@ class DurableLog:
                     self._fail(batch, CommandError(ErrorCode.INTERNAL, "internal error"))
 
     async def _commit_and_deliver(self, batch: list[_Pending]) -> None:
+        batch = await self._not_stored_yet(batch)
+        if not batch:
+            return
         for attempt in range(MAX_ATTEMPTS):
             try:
                 rows = await self._number(batch)
@@ -207,7 +209,8 @@ class DurableLog:
         next_position: dict[str, StreamPosition] = {}
         created_at = datetime.now(timezone.utc)
         for pending in batch:
-            position = next_position.get(pending.channel) or await self.position(pending.channel)
+            # Our own last number: a stale one is refused by the unique constraint, and renumbered.
+            position = next_position.get(pending.channel) or await self._load_position(pending.channel)
             position = StreamPosition(position.offset + 1, position.epoch)
             next_position[pending.channel] = position
             rows.append(
@@ -280,12 +283,38 @@ class DurableLog:
     # -- reading ------------------------------------------------------------------
 
     async def position(self, channel: str) -> StreamPosition:
+        """The channel's newest position, other nodes' publications included."""
+        if channel not in self._positions:
+            return await self._load_position(channel)
+        return await self._newest(channel, await self._broker.position(channel))
+
+    async def _newest(self, channel: str, seen: StreamPosition) -> StreamPosition:
+        """The newer of ours and ``seen``, the broker's: another node may have published since our last commit.
+
+        Ours is ahead while our own rows are on their way to the broker (in flight
+        or delayed); they reach the subscribers as live publications after it.
+        """
+        cached = self._positions.get(channel)
+        if cached is None or seen.epoch != cached.epoch:
+            self._positions.pop(channel, None)
+            return await self._load_position(channel)
+        if seen.offset > cached.offset:
+            cached = self._positions[channel] = StreamPosition(seen.offset, seen.epoch)
+        return cached
+
+    async def _load_position(self, channel: str) -> StreamPosition:
         """The channel's position as stored; the broker is brought in line with it."""
         cached = self._positions.get(channel)
         if cached is not None:
             return cached
         last = await PublicationRecord.filter(channel=channel).order_by("-seq").first()
-        broker_position = await self._broker.position(channel)
+        try:
+            broker_position = await self._broker.position(channel)
+        except BrokerUnavailable:
+            if last is None:
+                raise  # a new channel's epoch comes from the broker
+            # Numbering needs only the database; the broker is brought in line once it is back.
+            return StreamPosition(last.seq, last.epoch)
         if last is None:
             position = broker_position
         else:
@@ -311,8 +340,8 @@ class DurableLog:
         The newest ``limit`` publications (``reverse``), or the ``limit`` ones
         right after ``since``; none if ``since`` names another epoch.
         """
-        pubs, _ = await self._broker.history(channel, since=since, limit=limit, reverse=reverse)
-        top = await self.position(channel)
+        pubs, seen = await self._broker.history(channel, since=since, limit=limit, reverse=reverse)
+        top = await self._newest(channel, seen)
         start = since if since is not None else StreamPosition(0, top.epoch)
         if start.epoch != top.epoch:
             return [], top
@@ -332,6 +361,19 @@ class DurableLog:
         query = PublicationRecord.filter(channel=channel, epoch=since.epoch, seq__gt=since.offset)
         query = query.order_by("-seq" if reverse else "seq").limit(limit)
         return [_publication(row) for row in await query]
+
+    async def _not_stored_yet(self, batch: list[_Pending]) -> list[_Pending]:
+        """The batch without the retries of publications already stored (they get the first position)."""
+        fresh = []
+        for pending in batch:
+            if pending.idempotency_key is not None:
+                earlier = await self._stored_with_key(pending.channel, pending.idempotency_key)
+                if earlier is not None:
+                    if not pending.future.done():
+                        pending.future.set_result(earlier)
+                    continue
+            fresh.append(pending)
+        return fresh
 
     async def _stored_with_key(self, channel: str, key: str) -> StreamPosition | None:
         cutoff = datetime.now(timezone.utc) - timedelta(seconds=IDEMPOTENCY_TTL)

@@ -51,6 +51,8 @@ log = logging.getLogger("stagewire.node")
 
 #: Seconds the node's own background tasks get to stop at close.
 STOP_TIMEOUT = 2.0
+#: Seconds the handlers of aborted connections get to finish at shutdown.
+ABORT_WAIT = 0.2
 
 
 @dataclass(slots=True)
@@ -96,6 +98,7 @@ class Node:
         self.events: EventSink = NO_EVENTS
         self.proxy: Proxy = NO_PROXY
         self._control_listeners: dict[str, list[Callable[[dict[str, Any]], None]]] = {}
+        self._control_lost_listeners: list[Callable[[], None]] = []
         # After the listeners: a bound authorizer may listen to control messages.
         self.authorizers: Mapping[str, channels.Authorizer] = channels.bind_authorizers(authorizers or {}, self)
 
@@ -116,8 +119,16 @@ class Node:
         conns = list(self.connections.values())
         for conn in conns:
             conn.close(CloseCode.SHUTDOWN, "server shutting down")
-        if conns:
-            await asyncio.wait([c.finished for c in conns], timeout=timeout)
+        if not conns:
+            return
+        _, late = await asyncio.wait([c.finished for c in conns], timeout=timeout)
+        if late:
+            # Peers that did not take their close in time: drop them, so that
+            # their handlers end now rather than when aiohttp cancels them.
+            for conn in conns:
+                if not conn.finished.done():
+                    conn.abort()
+            await asyncio.wait(late, timeout=ABORT_WAIT)
 
     async def close(self) -> None:
         own = [t for t in (self._pinger, self._presence_task) if t is not None]
@@ -352,8 +363,21 @@ class Node:
         await self._control({"op": "disconnect", "session": session_id, "reason": reason})
 
     def on_control_message(self, op: str, listener: Callable[[dict[str, Any]], None]) -> None:
-        """Call ``listener`` for every control message ``op`` from any node (this one included)."""
+        """Call ``listener`` for every control message ``op`` from any node (this one included).
+
+        ``disconnect`` messages reach listeners too, after the node closed the
+        connections they name (a cache of sessions forgets them).
+        """
         self._control_listeners.setdefault(op, []).append(listener)
+
+    def on_control_lost(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` when control messages may have been missed (the broker reconnected)."""
+        self._control_lost_listeners.append(listener)
+
+    @property
+    def control_healthy(self) -> bool:
+        """Whether control messages from other nodes can arrive now."""
+        return self.broker.healthy
 
     async def broadcast_control(self, op: str, payload: dict[str, Any]) -> None:
         """Send an application control message to every node (e.g. to drop a cache)."""
@@ -382,16 +406,26 @@ class Node:
 
     def on_control(self, message: dict[str, Any]) -> None:
         op = message.get("op")
-        if op != "disconnect":
-            listeners = self._control_listeners.get(op) if isinstance(op, str) else None
-            if not listeners:
-                log.warning("unknown control message %r", op)
-            for listener in listeners or ():
-                try:
-                    listener(message)
-                except Exception:
-                    log.exception("control listener for %s failed", op)
-            return
+        if op == "disconnect":
+            self._disconnect(message)
+        listeners = self._control_listeners.get(op) if isinstance(op, str) else None
+        if not listeners and op != "disconnect":
+            log.warning("unknown control message %r", op)
+        for listener in listeners or ():
+            try:
+                listener(message)
+            except Exception:
+                log.exception("control listener for %s failed", op)
+
+    def on_control_gap(self) -> None:
+        """Control messages may have been missed: whoever caches what they revoke forgets it."""
+        for listener in self._control_lost_listeners:
+            try:
+                listener()
+            except Exception:
+                log.exception("control-lost listener failed")
+
+    def _disconnect(self, message: dict[str, Any]) -> None:
         reason = str(message.get("reason") or "disconnected")
         if "session" in message:
             targets = self._by_session.get(message["session"], set())

@@ -1,8 +1,13 @@
 """Failed-login limiting, per client IP and per username.
 
-In memory and per process: with several workers or nodes each keeps its own
-counts, so the effective limit is that many times higher. That is acceptable
-for slowing down password guessing, which is all it is for.
+``LoginLimiter`` is the contract; two backends implement it:
+
+* :class:`MemoryLoginLimiter`: in memory, per process. With several workers
+  or nodes each keeps its own counts, so the effective limit is that many
+  times higher. It is the limiter of the memory broker (one process).
+* :class:`~server.auth.limiter_redis.RedisLoginLimiter`: the counts live in
+  the node's Redis (the broker's), so every worker and node of a deployment
+  enforces one limit. ``create_app`` uses it whenever the broker is Redis.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from typing import Protocol
 
 from server.errors import CommandError, ErrorCode
 
@@ -23,16 +29,44 @@ class TooManyAttempts(CommandError):
         self.retry_after = max(1, math.ceil(retry_after))
 
 
-class LoginLimiter:
+class LoginLimiter(Protocol):
     """Caps failed logins per client IP and per username, in a sliding window.
 
     An attempt counts as a failure from the moment it starts (:meth:`acquire`)
     and is forgiven if it succeeds (:meth:`succeeded`), so that parallel
-    guesses cannot all slip past the check before the first one fails.
+    guesses cannot all slip past the check before the first one fails. The IP
+    must be the client's, not a reverse proxy's, or everyone behind the proxy
+    shares one budget.
+    """
 
-    State is in memory, per process, and bounded: past ``max_entries`` keys
-    the least recently used is forgotten. The IP must be the client's, not a
-    reverse proxy's, or everyone behind the proxy shares one budget.
+    max_failures: int
+    window: float
+
+    async def acquire(self, ip: str | None, username: str) -> None:
+        """Count an attempt for ``ip`` and ``username``, or refuse it.
+
+        Raises:
+            TooManyAttempts: Either key already has ``max_failures`` failures
+                within ``window`` seconds.
+            BrokerUnavailable: The shared store cannot answer (Redis only);
+                the attempt is refused rather than let through unchecked.
+        """
+        ...
+
+    async def succeeded(self, ip: str | None, username: str) -> None:
+        """Forgive the attempt just made; the username starts afresh."""
+        ...
+
+
+def limiter_keys(ip: str | None, username: str) -> list[str]:
+    """The keys an attempt counts against: its username, and its IP when known."""
+    return [f"user:{username}"] + ([f"ip:{ip}"] if ip else [])
+
+
+class MemoryLoginLimiter:
+    """A :class:`LoginLimiter` in memory, per process, and bounded.
+
+    Past ``max_entries`` keys the least recently used is forgotten.
 
     Args:
         max_failures: Failures allowed within ``window``; the next is refused.
@@ -55,22 +89,16 @@ class LoginLimiter:
         self._clock = clock
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
 
-    def acquire(self, ip: str | None, username: str) -> None:
-        """Count an attempt for ``ip`` and ``username``, or refuse it.
-
-        Raises:
-            TooManyAttempts: Either key already has ``max_failures`` failures.
-        """
+    async def acquire(self, ip: str | None, username: str) -> None:
         now = self._clock()
-        keys = [f"user:{username}"] + ([f"ip:{ip}"] if ip else [])
+        keys = limiter_keys(ip, username)
         waits = [self._wait(key, now) for key in keys]
         if max(waits) > 0:
             raise TooManyAttempts(max(waits))
         for key in keys:
             self._entry(key).append(now)
 
-    def succeeded(self, ip: str | None, username: str) -> None:
-        """Forgive the attempt just made; the username starts afresh."""
+    async def succeeded(self, ip: str | None, username: str) -> None:
         self._failures.pop(f"user:{username}", None)
         if ip and (times := self._failures.get(f"ip:{ip}")):
             times.pop()
@@ -101,3 +129,4 @@ class LoginLimiter:
         else:
             self._failures.move_to_end(key)
         return times
+

@@ -2,8 +2,10 @@
 
 A login creates an ``AuthSession`` row and a signed token naming it
 (``server.auth.tokens``). Verifying a token checks the signature and its age, then
-the session in the database, so that a logout (which revokes the session)
-stops the token everywhere at once. Passwords are argon2id
+the session: in the node's cache of valid sessions
+(``server.auth.session_cache``), or else in the database. A logout revokes the
+session in the database and, through a control message, in every node's
+cache, so the token stops everywhere. Passwords are argon2id
 (``server.auth.passwords``).
 
 Usernames are case-insensitive: they are stored and compared lower-case, the
@@ -30,12 +32,14 @@ from models.user import AuthSession, Role, User
 from server.auth.identity import Identity
 from server.config import AuthSettings
 from server.errors import CommandError, ErrorCode
-from server.auth.limiter import LoginLimiter, TooManyAttempts
+from server.auth.limiter import LoginLimiter, MemoryLoginLimiter, TooManyAttempts
 from server.auth.passwords import Passwords, is_common
+from server.auth.session_cache import SessionCache
+from server.auth.session_reader import SessionReader
 from server.auth.tokens import TokenClaims, TokenSigner, load_secrets
 
 __all__ = [
-    "Authenticator", "Identity", "LoginLimiter", "TooManyAttempts",
+    "Authenticator", "Identity", "LoginLimiter", "MemoryLoginLimiter", "TooManyAttempts",
     "check_password", "check_username", "load_secrets",
 ]
 
@@ -67,7 +71,7 @@ class Authenticator:
         settings: The ``[auth]`` settings.
         secrets: Token signing secrets, oldest first (see ``load_secrets``).
         clock: Wall clock for token stamps and session times; tests fake it.
-        limiter: Failed-login limiter; one from ``settings`` by default.
+        limiter: Failed-login limiter; by default one in memory, from ``settings``.
     """
 
     def __init__(
@@ -81,7 +85,9 @@ class Authenticator:
         self.settings = settings
         self.passwords = Passwords.from_settings(settings)
         self.tokens = TokenSigner(secrets, settings.token_ttl, clock=clock)
-        self.limiter = limiter or LoginLimiter(settings.login_max_failures, settings.login_window)
+        self.limiter = limiter or MemoryLoginLimiter(settings.login_max_failures, settings.login_window)
+        self.sessions = SessionCache(settings.session_cache_size, settings.session_cache_ttl)
+        self.reader = SessionReader()
         self._clock = clock
         self._admins = frozenset(name.lower() for name in settings.admins)
 
@@ -119,14 +125,14 @@ class Authenticator:
             TooManyAttempts: Too many recent failures for this IP or name.
         """
         username = username.lower()
-        self.limiter.acquire(ip, username)
+        await self.limiter.acquire(ip, username)
         user = await User.get_or_none(username=username) if USERNAME_RE.fullmatch(username) else None
         if user is None:
             await self.passwords.verify_dummy(password)
             raise CommandError(ErrorCode.UNAUTHORIZED, _BAD_CREDENTIALS)
         if not await self.passwords.verify(user.password_hash, password):
             raise CommandError(ErrorCode.UNAUTHORIZED, _BAD_CREDENTIALS)
-        self.limiter.succeeded(ip, username)
+        await self.limiter.succeeded(ip, username)
         if self.passwords.needs_rehash(user.password_hash):
             user.password_hash = await self.passwords.hash(password)
             await user.save(update_fields=["password_hash"])
@@ -161,9 +167,12 @@ class Authenticator:
             CommandError: As :meth:`verify`.
         """
         identity = await self.verify(token)
+        self.sessions.revoke_session(identity.session_id)
         await AuthSession.filter(id=identity.session_id, revoked_at__isnull=True).update(
             revoked_at=self._at(0)
         )
+        # Again: a connect may have read the session back while the update ran.
+        self.sessions.revoke_session(identity.session_id)
         return identity
 
     async def verify(self, token: str) -> Identity:
@@ -174,10 +183,25 @@ class Authenticator:
                 ``UNAUTHORIZED`` for any other bad token or a revoked session.
         """
         claims = self.tokens.read(token)
-        session = await self._session(claims)
-        user = session.user
-        return Identity(user.id, user.username, self.role_of(user), str(session.id),
-                        claims.expires_at)
+        cached = self.sessions.get(claims.session_id)
+        if cached is not None and cached.user_id == claims.user_id and cached.expires_at > self._clock():
+            return Identity(cached.user_id, cached.username, cached.role, claims.session_id, claims.expires_at)
+        generation = self.sessions.generation
+        try:
+            session_id = uuid.UUID(claims.session_id)
+        except ValueError:
+            raise CommandError(ErrorCode.UNAUTHORIZED, "invalid token") from None
+        row = await self.reader.read(session_id)
+        if row is None or row.user_id != claims.user_id:
+            raise CommandError(ErrorCode.UNAUTHORIZED, "invalid token")
+        if row.revoked:
+            raise CommandError(ErrorCode.UNAUTHORIZED, "session revoked")
+        if row.expires_at <= self._clock():
+            raise CommandError(ErrorCode.TOKEN_EXPIRED, "session expired")
+        role = Role.ADMIN.value if row.username in self._admins else row.role
+        canonical = str(session_id)
+        self.sessions.put(canonical, row.user_id, row.username, role, row.expires_at, generation)
+        return Identity(row.user_id, row.username, role, canonical, claims.expires_at)
 
     def role_of(self, user: User) -> str:
         """The user's role, "admin" also for names listed in ``auth.admins``."""

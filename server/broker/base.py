@@ -19,10 +19,15 @@ Contract (checked by ``tests/broker/conformance.py`` for every backend):
   channels it subscribed to. ``publish`` returns once the publication has its
   offset and is in the history; delivery to nodes, the publishing node
   included, may happen before or after it returns.
+* **Order of concurrent publishes.** ``publish`` takes its place in the
+  channel's order before it first suspends: publishes started one after the
+  other (tasks created in order, none awaited yet) get their offsets in that
+  order. This lets a client pipeline its publishes without reordering them.
 * **Failure.** When the backend cannot accept a publication, ``publish`` raises
   :class:`BrokerUnavailable`; it never drops one silently. When a backend may
   have missed deliveries (a lost connection), it calls ``on_gap`` for the
-  channels concerned once it is healthy again.
+  channels concerned once it is healthy again, and ``on_control_gap`` if
+  control messages may have been missed too.
 * **Idempotency.** A publish with an ``idempotency_key`` that was already used
   on the same channel within ``IDEMPOTENCY_TTL`` seconds publishes nothing and
   returns the first publication's position; the check and the publish are one
@@ -97,6 +102,9 @@ class BrokerHandler(Protocol):
     def on_control(self, message: dict[str, Any]) -> None: ...
 
     def on_gap(self, channels: Sequence[str]) -> None: ...
+
+    def on_control_gap(self) -> None:
+        """Control messages may have been missed (the backend's connection was lost and is back)."""
 
 
 class Stream(Protocol):

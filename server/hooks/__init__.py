@@ -12,7 +12,8 @@ The part's modules, and what they may touch::
     transitions_memory.py   MemoryTransitions (one node)
     transitions_redis.py    RedisTransitions (a cluster: Lua, one hash slot per channel)
     outbox.py               Outbox: group-committed rows, the dead letters, leases
-    sender.py               WebhookSender: one loop per webhook, batches, retries, backoff
+    sender.py               WebhookSender: one loop per webhook (a Destination: name, URL,
+                            signature), batches, retries, backoff
     signing.py              the HMAC-SHA256 signature of a body (pure)
     http.py                 BackendHttp: the one pooled aiohttp ClientSession, latency and failures
     proxy.py                BackendProxy: connect, refresh, subscribe, publish and rpc calls

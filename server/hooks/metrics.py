@@ -51,7 +51,7 @@ class HooksCollector(Collector):
         yield failures
         yield latency
         yield CounterMetricFamily("stagewire_webhook_events_emitted", "Webhook events some webhook wanted",
-                                  value=hooks.events.emitted)
+                                  value=hooks.events.emitted + hooks.pusher.emitted)
         yield CounterMetricFamily("stagewire_webhook_events_dropped", "Event rows lost to a full outbox queue",
                                   value=hooks.outbox.dropped + hooks.events.unencodable)
         yield GaugeMetricFamily("stagewire_webhook_outbox_queued", "Event rows waiting for the database",

@@ -1,5 +1,11 @@
 """``WebhookSender``: one loop per webhook, sending its outbox events in order, in batches.
 
+A webhook is a :class:`Destination`: a name (its rows in the outbox), a URL,
+and how a body is signed: Stagewire's ``X-Stagewire-Signature`` for the
+``[[webhooks]]`` (:func:`native`), Pusher's ``X-Pusher-Key`` and
+``X-Pusher-Signature`` for the webhooks of Pusher apps
+(:mod:`server.pusher.webhooks`). Everything else is the same for both.
+
 Each webhook has one sender in the whole cluster at a time: the node holding
 its lease (a row of ``webhook_leases``, renewed while it sends, taken over
 by another node once it lapses). The sender POSTs the webhook's oldest
@@ -24,7 +30,8 @@ import asyncio
 import logging
 import random
 import time
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Mapping
 
 from models.webhook import WebhookEvent
 from server.config import HooksSettings, WebhookSettings
@@ -40,6 +47,27 @@ def backoff(attempts: int, settings: HooksSettings, jitter: Callable[[], float] 
     return float(base * (0.8 + 0.4 * jitter()))
 
 
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """Where one webhook's events go, and the headers that sign a body for it."""
+
+    name: str
+    url: str
+    sign: Callable[[bytes], Mapping[str, str]]
+    #: Most events in one POST; 0 for ``[hooks] batch_max``.
+    batch_max: int = 0
+
+
+def native(hook: WebhookSettings) -> Destination:
+    """A ``[[webhooks]]`` entry: signed with its own secret (docs/hooks.md)."""
+    secret, name = hook.secret, _header_safe(hook.name)
+
+    def sign(payload: bytes) -> Mapping[str, str]:
+        return {signing.HEADER: signing.sign(secret, payload), "X-Stagewire-Webhook": name}
+
+    return Destination(hook.name, hook.url, sign)
+
+
 def body(time_ms: int, payloads: list[str]) -> bytes:
     """The POST body: the stored events joined as they are, never re-encoded."""
     return b'{"time_ms":%d,"events":[%s]}' % (time_ms, ",".join(payloads).encode())
@@ -48,7 +76,7 @@ def body(time_ms: int, payloads: list[str]) -> bytes:
 class WebhookSender:
     """Delivers one webhook's events; see the module docstring."""
 
-    def __init__(self, hook: WebhookSettings, settings: HooksSettings, http: BackendHttp, owner: str) -> None:
+    def __init__(self, hook: Destination, settings: HooksSettings, http: BackendHttp, owner: str) -> None:
         self.hook = hook
         self._settings = settings
         self._http = http
@@ -105,7 +133,7 @@ class WebhookSender:
         if not await self._lease():
             await self._sleep(self.lease_ms / 3000)
             return
-        rows = await outbox.head(self.hook.name, self._settings.batch_max)
+        rows = await outbox.head(self.hook.name, self.hook.batch_max or self._settings.batch_max)
         if not rows:
             await self._sleep(self._settings.poll_interval)
             return
@@ -119,10 +147,7 @@ class WebhookSender:
 
     async def _send(self, rows: list[WebhookEvent]) -> None:
         payload = body(_now_ms(), [row.payload for row in rows])
-        headers = {
-            signing.HEADER: signing.sign(self.hook.secret, payload),
-            "X-Stagewire-Webhook": _header_safe(self.hook.name),
-        }
+        headers = dict(self.hook.sign(payload))
         self.batches += 1
         try:
             answer = await self._http.post(self.target, self.hook.url, payload, headers, self._settings.timeout)

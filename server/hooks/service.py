@@ -1,7 +1,8 @@
 """``Hooks``: the hooks part of one node, built from the settings and started by ``server/app.py``.
 
-It owns the pooled HTTP client, the outbox writer, one sender per webhook,
-the cluster transitions (only when a webhook asks for occupancy or member
+It owns the pooled HTTP client, the outbox writer, one sender per webhook
+(the ``[[webhooks]]`` and the Pusher apps' webhooks, whose events come from
+:class:`~server.pusher.webhooks.PusherWebhooks`), the cluster transitions (only when a webhook asks for occupancy or member
 events) and the proxy, and gives the node its :class:`HookEvents` and
 :class:`BackendProxy`. Closing stores what is still queued and lets the
 cluster know what this node no longer holds before the HTTP client, the
@@ -14,15 +15,16 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from server.config import Settings
+from server.config import ConfigError, Settings
 from server.hooks.events import MEMBERS, OCCUPANCY, HookEvents
 from server.hooks.http import BackendHttp
 from server.hooks.outbox import Outbox
 from server.hooks.proxy import BackendProxy
-from server.hooks.sender import WebhookSender
+from server.hooks.sender import WebhookSender, native
 from server.hooks.transitions import TransitionStore, Transitions
 from server.hooks.transitions_memory import MemoryTransitions
 from server.hooks.transitions_redis import RedisTransitions
+from server.pusher.webhooks import PusherWebhooks
 from server.tasks import stop_tasks
 
 if TYPE_CHECKING:
@@ -51,7 +53,11 @@ class Hooks:
         self.outbox = Outbox(max_batch=settings.database.group_commit_max, queue_max=hs.queue_max,
                              on_commit=self._committed)
         self.events = HookEvents(node.id, settings.webhooks, self.outbox)
-        self.senders = {hook.name: WebhookSender(hook, hs, self.http, node.id) for hook in settings.webhooks}
+        self.pusher = PusherWebhooks(node.id, settings.pusher.apps, self.outbox)
+        destinations = [native(hook) for hook in settings.webhooks] + self.pusher.destinations
+        self.senders = {dest.name: WebhookSender(dest, hs, self.http, node.id) for dest in destinations}
+        if len(self.senders) != len(destinations):
+            raise ConfigError("webhooks: a [[webhooks]] name is also the name of a Pusher app's webhook")
         self.transitions: Transitions | None = None
         if any(set(hook.events) & (OCCUPANCY | MEMBERS) for hook in settings.webhooks):
             ttl = settings.broker.presence_ttl

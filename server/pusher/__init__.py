@@ -15,6 +15,7 @@ module             job
 ``connection``     ``PusherConnection``: one frame per event, socket exclusion, close codes
 ``members``        presence members, occupancy and connection counts in the presence store
 ``events``         the seam for webhooks: ``PusherEvents.emit`` (channel_occupied, ...)
+``webhooks``       ``PusherWebhooks``: those events into the hooks outbox, Pusher's signature
 ``service``        the node's Pusher state: apps, connections by user, the refresh task
 ``channels``       what a connection may send: subscribe, unsubscribe, sign-in, client events
 ``websocket``      ``GET /app/{key}``: refusals, handshake, read loop, cleanup

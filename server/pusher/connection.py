@@ -149,4 +149,4 @@ class PusherConnection(Connection):
 
     def _slow(self) -> None:
         self._pusher_counters.slow_disconnects += 1
-        self.close(CloseCode.SLOW, "slow client: outbound buffer full")
+        self.cut_off(CloseCode.SLOW, "slow client: outbound buffer full")

@@ -6,9 +6,10 @@ refreshes their presence entries. ``terminate_connections`` is a control
 message (``pusher.terminate``) every node acts on.
 
 **The webhook seam**: :attr:`PusherService.events` is a
-:class:`~server.pusher.events.PusherEvents`; it does nothing by default. A
-webhook sender (the hooks outbox) replaces it once, at start-up, and from
-then on receives every event of :mod:`server.pusher.events`.
+:class:`~server.pusher.events.PusherEvents`; it does nothing by default.
+``server/app.py`` replaces it once, at start-up, with the hooks'
+:class:`~server.pusher.webhooks.PusherWebhooks` (the apps' webhooks, from the
+outbox), which from then on receives every event of :mod:`server.pusher.events`.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ and every comparison is constant-time (:func:`hmac.compare_digest`):
 * subscribing to ``private-``/``presence-`` channels: ``auth`` is
   ``"<key>:" + HMAC(secret, "<socket_id>:<channel>[:<channel_data>]")``;
 * user sign-in: ``"<key>:" + HMAC(secret, "<socket_id>::user::<user_data>")``;
+* a webhook's body: ``X-Pusher-Signature`` is ``HMAC(secret, body)``;
 * an HTTP API request: ``auth_signature`` is
   ``HMAC(secret, "<METHOD>\\n<path>\\n<query>")`` where the query is every
   parameter but ``auth_signature``, keys lower-cased, sorted, ``k=v``
@@ -32,6 +33,11 @@ class SignatureError(Exception):
 
 def sign(secret: str, text: str) -> str:
     return hmac.new(secret.encode(), text.encode(), hashlib.sha256).hexdigest()
+
+
+def sign_bytes(secret: str, body: bytes) -> str:
+    """A webhook's ``X-Pusher-Signature``: the hex HMAC-SHA256 of the raw body."""
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 def channel_auth(app: PusherAppSettings, socket_id: str, channel: str, channel_data: str | None = None) -> str:

@@ -24,6 +24,7 @@ class RecordingHandler:
         self.presence: list[tuple[str, str, dict]] = []
         self.control: list[dict] = []
         self.gaps: list[str] = []
+        self.control_gaps: list[None] = []
         self._changed = asyncio.Event()
 
     def on_publication(self, pub: Publication) -> None:
@@ -40,6 +41,10 @@ class RecordingHandler:
 
     def on_gap(self, channels: Sequence[str]) -> None:
         self.gaps.extend(channels)
+        self._changed.set()
+
+    def on_control_gap(self) -> None:
+        self.control_gaps.append(None)
         self._changed.set()
 
     async def wait_for(self, attr: str, count: int, timeout: float = 5.0) -> list:
@@ -67,6 +72,16 @@ class BrokerConformance:
         second = await broker.publish(channel, {"n": 2})
         assert first.offset == 1 and second.offset == 2
         assert first.epoch == second.epoch
+
+    async def test_publishes_started_in_order_get_offsets_in_that_order(self, node, channel):
+        broker, handler = node
+        await broker.subscribe(channel)
+        # Tasks created in order, none awaited: what a client's pipelined publishes are.
+        tasks = [asyncio.create_task(broker.publish(channel, i)) for i in range(50)]
+        positions = await asyncio.gather(*tasks)
+        assert [p.offset for p in positions] == list(range(1, 51))
+        pubs = await handler.wait_for("publications", 50)
+        assert [(p.offset, p.data) for p in pubs] == [(i + 1, i) for i in range(50)]
 
     async def test_position_of_new_channel_is_zero_and_stable(self, node, channel):
         broker, _ = node

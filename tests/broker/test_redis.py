@@ -23,6 +23,7 @@ from server.broker.redis_client import RedisClient
 from server.broker.redis import RedisBroker
 from server.config import BrokerSettings
 from tests.broker.conformance import BrokerConformance, RecordingHandler
+from tests.private_redis import private_redis  # noqa: F401
 from tests.redis_support import RedisProxy, admin, prefix, proxy, redis_url, socket_nobody_listens_on  # noqa: F401
 
 pytestmark = pytest.mark.redis
@@ -79,6 +80,43 @@ class TestRedisBrokerConformance(BrokerConformance):
     multi_node = True
 
 
+# -- pipelining ----------------------------------------------------------------------
+
+
+async def test_what_is_issued_in_one_loop_iteration_is_one_round_trip(make_broker, channel):
+    broker = await make_broker(RecordingHandler())
+    await broker.publish(channel, "warm-up")  # connects the pipeline
+    before = broker.round_trips
+    # Publishes, reads and presence of many channels, from many tasks at once.
+    work = [broker.publish(f"{channel}-{i % 5}", i) for i in range(40)]
+    work += [broker.position(f"{channel}-{i}") for i in range(5)]
+    work.append(broker.publish_presence("join", channel, {"user": "u"}))
+    results = await asyncio.gather(*work)
+    assert broker.round_trips == before + 1
+    assert [p.offset for p in results[:40:5]] == list(range(1, 9))  # channel -0 in order
+    assert results[40].offset == 8
+
+
+async def test_a_lost_command_connection_fails_what_waits_then_reconnects(make_broker, redis_url, channel):
+    broker = await make_broker(RecordingHandler())
+    await broker.publish(channel, 1)
+    async with admin(redis_url) as client:
+        for c in await client.client_list():
+            if c["name"] == broker.client_name and "P" not in c["flags"]:
+                await client.client_kill_filter(_id=c["id"])
+    # An idle connection found closed is replaced before the batch is sent.
+    assert (await broker.publish(channel, 2)).offset == 2
+
+
+async def test_scripts_are_loaded_again_after_redis_lost_them(make_broker, private_redis, channel):
+    broker = await make_broker(RecordingHandler(), redis_url=private_redis.url)
+    await broker.publish(channel, 1)
+    async with admin(private_redis.url) as client:
+        await client.script_flush()  # what a restart does to the script cache
+    positions = await asyncio.gather(*(broker.publish(channel, i) for i in range(2, 12)))
+    assert [p.offset for p in positions] == list(range(2, 12))
+
+
 # -- Redis going away ---------------------------------------------------------------
 
 
@@ -104,6 +142,7 @@ async def test_killed_connections_reconnect_resubscribe_and_report_gap(make_brok
 
     gaps = await handler.wait_for("gaps", len(held))
     assert sorted(gaps) == sorted(held)  # held ones only, each once, not the one it left
+    assert await handler.wait_for("control_gaps", 1) == [None]  # control messages may be lost too
     await wait_until(lambda: broker.healthy)
     for c in held:
         assert (await broker.publish(c, "after")).offset == 2
@@ -140,6 +179,7 @@ async def test_outage_fails_fast_then_recovers_with_gap(make_broker, proxy, chan
 
     await proxy.start()  # same port: Redis is back
     assert await handler.wait_for("gaps", 1) == [channel]
+    assert await handler.wait_for("control_gaps", 1) == [None]
     await wait_until(lambda: broker.healthy)
     again = await broker.publish(channel, 2)
     assert (again.offset, again.epoch) == (first.offset + 1, first.epoch)

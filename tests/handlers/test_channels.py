@@ -140,3 +140,26 @@ async def test_slow_client_is_disconnected_alone(make_stagewire, tmp_path):
     push, close_code = await slow.recv_disconnect(timeout=10)
     assert push["code"] == 4001 and push["reconnect"] is True
     assert close_code == 4001
+
+
+async def test_pipelined_publishes_answer_in_command_order_and_later_commands_see_them(stagewire):
+    alice = await stagewire.client("alice")
+    await alice.result("subscribe", channel="room:p")
+    frame = [
+        {"id": 1, "type": "publish", "channel": "room:p", "data": 1},
+        {"id": 2, "type": "publish", "channel": "news:main", "data": "refused"},
+        {"id": 3, "type": "publish", "channel": "room:p", "data": 2},
+        {"id": 4, "type": "history", "channel": "room:p"},  # not pipelined: waits for 1-3
+        {"id": 5, "type": "publish", "channel": "room:p", "data": 3},
+    ]
+    await alice.send_raw("\n".join(alice.encode(m) for m in frame))
+    replies = []
+    while len(replies) < len(frame):
+        message = await alice.recv()
+        if "id" in message:
+            replies.append(message)
+    assert [r["id"] for r in replies] == [1, 2, 3, 4, 5]
+    assert replies[0]["result"]["offset"] == 1 and replies[2]["result"]["offset"] == 2
+    assert replies[1]["error"]["code"] == 103
+    assert [p["data"] for p in replies[3]["result"]["publications"]] == [1, 2]
+    assert replies[4]["result"]["offset"] == 3

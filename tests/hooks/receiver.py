@@ -1,7 +1,8 @@
 """A real webhook receiver for the tests: an aiohttp app on a free 127.0.0.1 port.
 
 It checks every POST with the documented verification function
-(docs/examples/verify_webhook.py), keeps the bodies and the events in
+(docs/examples/verify_webhook.py), or the one it is given (Pusher's
+``validate_webhook`` for the webhooks of Pusher apps), keeps the bodies and the events in
 arrival order, and can be told to fail (answer 500), to go away (stop
 listening: connections are refused) and to come back on the same port.
 """
@@ -12,7 +13,7 @@ import asyncio
 import importlib.util
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import orjson
 from aiohttp import web
@@ -34,12 +35,17 @@ def load_example(name: str) -> Any:
 
 verify_webhook = load_example("verify_webhook").verify_webhook
 
+Verify = Callable[[Mapping[str, str], bytes], "dict[str, Any] | None"]
+"""(headers, body) → the verified payload, or None to answer 401."""
+
 
 class Receiver:
     """See the module docstring. ``url`` stays the same across :meth:`stop` and :meth:`start`."""
 
-    def __init__(self, secret: str, path: str = "/hooks") -> None:
+    def __init__(self, secret: str, path: str = "/hooks", verify: Verify | None = None) -> None:
         self.secret = secret
+        self._verify = verify or (lambda headers, body: verify_webhook(secret, body,
+                                                                       headers.get("X-Stagewire-Signature")))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}{path}"
         self.status = 204
@@ -66,7 +72,7 @@ class Receiver:
 
     async def _post(self, request: web.Request) -> web.Response:
         body = await request.read()
-        payload = verify_webhook(self.secret, body, request.headers.get("X-Stagewire-Signature"))
+        payload = self._verify(request.headers, body)
         self.posts.append({"headers": dict(request.headers), "body": body, "verified": payload is not None})
         if payload is None:
             return web.Response(status=401)

@@ -7,9 +7,10 @@ import hashlib
 import hmac
 import json
 from collections import deque
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import orjson
+import pusher
 import websockets
 
 from tests.conftest import NAMESPACES, make_settings
@@ -33,6 +34,20 @@ def pusher_settings(tmp_path, namespace: dict[str, Any] | None = None, **app: An
 
 def sign(text: str, secret: str = SECRET) -> str:
     return hmac.new(secret.encode(), text.encode(), hashlib.sha256).hexdigest()
+
+
+def validator(secret: str = SECRET) -> Callable[[Mapping[str, str], bytes], dict[str, Any] | None]:
+    """A webhook receiver's check: the official library's ``validate_webhook`` (None when refused)."""
+    lib = pusher.Pusher(app_id=APP_ID, key=KEY, secret=secret)
+
+    def verify(headers: Mapping[str, str], body: bytes) -> dict[str, Any] | None:
+        key, signature = headers.get("X-Pusher-Key"), headers.get("X-Pusher-Signature")
+        if key is None or signature is None:
+            return None
+        result: dict[str, Any] | None = lib.validate_webhook(key, signature, body)
+        return result
+
+    return verify
 
 
 class PusherClient:

@@ -14,7 +14,8 @@ import pusher
 import pytest
 
 from tests.cluster.conftest import cluster, redis, redis_url  # noqa: F401
-from tests.pusher.helpers import APP_ID, KEY, SECRET
+from tests.hooks.receiver import Receiver
+from tests.pusher.helpers import APP_ID, KEY, SECRET, validator
 from tests.pusher.nodedriver import NodeDriver
 
 pytestmark = pytest.mark.redis
@@ -72,3 +73,60 @@ async def test_presence_and_events_across_two_servers(cluster, redis):  # noqa: 
         assert await asyncio.to_thread(library(a).users_info, "presence-x") == {"users": [{"id": "ua"}]}
     finally:
         await node.close()
+
+
+async def test_webhooks_from_two_servers_carry_each_transition_once(cluster, redis):  # noqa: F811
+    """The same user on both servers: one channel_occupied, one member_added, one member_removed, one vacated.
+
+    A webhook's events arrive in the order they were stored, and each server
+    stores its own in order, so once a marker subscribed on each server has
+    arrived, every event either server stored before it has arrived too.
+    """
+    receiver = await Receiver(SECRET, "/pusher", verify=validator()).start()
+    hooked = (f'[{{id = "{APP_ID}", key = "{KEY}", secret = "{SECRET}", webhooks = [{{url = "{receiver.url}", '
+              'event_types = ["channel_occupied", "channel_vacated", "member_added", "member_removed"]}]}]')
+    env = {"STAGEWIRE_PUSHER__APPS": hooked, "STAGEWIRE_HOOKS__POLL_INTERVAL": "0.2",
+           "STAGEWIRE_HOOKS__RETRY_MIN_DELAY": "0.05", "STAGEWIRE_HOOKS__RETRY_MAX_DELAY": "0.5"}
+    a, b = await cluster.pair(env=env)
+    users = {"u1-a": "u1", "u1-b": "u1", "u2-b": "u2"}
+    lib = library(a)
+
+    async def authorize(request: dict[str, Any]) -> dict[str, Any]:
+        return await asyncio.to_thread(lib.authenticate, request["channel"], request["socket_id"],
+                                       {"user_id": users[request["client"]]})
+
+    node = await NodeDriver.start(authorize)
+
+    async def markers(label: str) -> None:
+        for name, server in ((f"{label}-a", a), (f"{label}-b", b)):
+            await node.connect(name, server, KEY)
+            await node.call("subscribe", client=name, channel=name)
+            await node.expect(type="event", client=name, event="pusher:subscription_succeeded")
+        for name in (f"{label}-a", f"{label}-b"):
+            await receiver.wait_names("channel_occupied", channel=name)
+
+    def seen() -> list[tuple[str, str | None]]:
+        return [(e["name"], e.get("user_id")) for e in receiver.events if e["channel"] == "presence-hooks"]
+
+    try:
+        for client, server in (("u1-a", a), ("u1-b", b), ("u2-b", b)):
+            await node.connect(client, server, KEY)
+            await node.call("subscribe", client=client, channel="presence-hooks")
+            await node.expect(type="event", client=client, event="pusher:subscription_succeeded")
+        await markers("m1")
+        assert seen() == [("channel_occupied", None), ("member_added", "u1"), ("member_added", "u2")]
+
+        await node.call("disconnect", client="u1-a")  # u1 is still on b
+        await node.call("disconnect", client="u2-b")
+        await receiver.wait_names("member_removed", user_id="u2")
+        await markers("m2")
+        assert seen()[3:] == [("member_removed", "u2")]
+
+        await node.call("disconnect", client="u1-b")
+        await receiver.wait_names("channel_vacated", channel="presence-hooks")
+        await markers("m3")
+        assert seen()[3:] == [("member_removed", "u2"), ("member_removed", "u1"), ("channel_vacated", None)]
+        assert all(post["verified"] for post in receiver.posts)
+    finally:
+        await node.close()
+        await receiver.stop()

@@ -16,7 +16,7 @@ from itsdangerous import URLSafeTimedSerializer
 from models.user import AuthSession, Role, User
 from server.appkeys import AUTH, SETTINGS
 from server.app import auth_ctx, database_ctx
-from server.auth.sessions import Authenticator, LoginLimiter, TooManyAttempts
+from server.auth.sessions import Authenticator, MemoryLoginLimiter, TooManyAttempts
 from server.config import ConfigError, Settings, load_settings
 from server.errors import CommandError, ErrorCode
 from server.auth.passwords import Passwords
@@ -247,61 +247,61 @@ def test_empty_secret_file_is_an_error(tmp_path: Path) -> None:
 # --- login limiter -------------------------------------------------------------------------
 
 
-def test_limiter_refuses_after_max_failures_until_the_window_passes(clock: FakeClock) -> None:
-    limiter = LoginLimiter(3, 60, clock=clock)
+async def test_limiter_refuses_after_max_failures_until_the_window_passes(clock: FakeClock) -> None:
+    limiter = MemoryLoginLimiter(3, 60, clock=clock)
     for _ in range(3):
-        limiter.acquire("1.1.1.1", "alice")
+        await limiter.acquire("1.1.1.1", "alice")
         clock.advance(10)
     with pytest.raises(TooManyAttempts) as exc_info:
-        limiter.acquire("1.1.1.1", "alice")
+        await limiter.acquire("1.1.1.1", "alice")
     assert exc_info.value.code == ErrorCode.TOO_MANY_REQUESTS
     assert exc_info.value.retry_after == 30  # the first failure was 30 s ago
     clock.advance(30)
-    limiter.acquire("1.1.1.1", "alice")
+    await limiter.acquire("1.1.1.1", "alice")
 
 
-def test_limiter_counts_per_ip_across_usernames(clock: FakeClock) -> None:
-    limiter = LoginLimiter(2, 60, clock=clock)
-    limiter.acquire("1.1.1.1", "a")
-    limiter.acquire("1.1.1.1", "b")
+async def test_limiter_counts_per_ip_across_usernames(clock: FakeClock) -> None:
+    limiter = MemoryLoginLimiter(2, 60, clock=clock)
+    await limiter.acquire("1.1.1.1", "a")
+    await limiter.acquire("1.1.1.1", "b")
     with pytest.raises(TooManyAttempts):
-        limiter.acquire("1.1.1.1", "c")
-    limiter.acquire("2.2.2.2", "c")
+        await limiter.acquire("1.1.1.1", "c")
+    await limiter.acquire("2.2.2.2", "c")
 
 
-def test_limiter_counts_per_username_across_ips(clock: FakeClock) -> None:
-    limiter = LoginLimiter(2, 60, clock=clock)
-    limiter.acquire("1.1.1.1", "alice")
-    limiter.acquire("2.2.2.2", "alice")
+async def test_limiter_counts_per_username_across_ips(clock: FakeClock) -> None:
+    limiter = MemoryLoginLimiter(2, 60, clock=clock)
+    await limiter.acquire("1.1.1.1", "alice")
+    await limiter.acquire("2.2.2.2", "alice")
     with pytest.raises(TooManyAttempts):
-        limiter.acquire("3.3.3.3", "alice")
-    limiter.acquire("3.3.3.3", "bob")
+        await limiter.acquire("3.3.3.3", "alice")
+    await limiter.acquire("3.3.3.3", "bob")
 
 
-def test_limiter_forgives_a_success(clock: FakeClock) -> None:
-    limiter = LoginLimiter(2, 60, clock=clock)
-    limiter.acquire("1.1.1.1", "alice")
-    limiter.acquire("1.1.1.1", "alice")
-    limiter.succeeded("1.1.1.1", "alice")
-    limiter.acquire("1.1.1.1", "alice")  # one failure left on the IP, none on the name
+async def test_limiter_forgives_a_success(clock: FakeClock) -> None:
+    limiter = MemoryLoginLimiter(2, 60, clock=clock)
+    await limiter.acquire("1.1.1.1", "alice")
+    await limiter.acquire("1.1.1.1", "alice")
+    await limiter.succeeded("1.1.1.1", "alice")
+    await limiter.acquire("1.1.1.1", "alice")  # one failure left on the IP, none on the name
     with pytest.raises(TooManyAttempts):
-        limiter.acquire("1.1.1.1", "bob")
+        await limiter.acquire("1.1.1.1", "bob")
 
 
-def test_limiter_without_ip_limits_the_username(clock: FakeClock) -> None:
-    limiter = LoginLimiter(1, 60, clock=clock)
-    limiter.acquire(None, "alice")
+async def test_limiter_without_ip_limits_the_username(clock: FakeClock) -> None:
+    limiter = MemoryLoginLimiter(1, 60, clock=clock)
+    await limiter.acquire(None, "alice")
     with pytest.raises(TooManyAttempts):
-        limiter.acquire(None, "alice")
+        await limiter.acquire(None, "alice")
 
 
-def test_limiter_size_is_bounded(clock: FakeClock) -> None:
-    limiter = LoginLimiter(1, 60, max_entries=4, clock=clock)
-    limiter.acquire("1.1.1.1", "alice")
+async def test_limiter_size_is_bounded(clock: FakeClock) -> None:
+    limiter = MemoryLoginLimiter(1, 60, max_entries=4, clock=clock)
+    await limiter.acquire("1.1.1.1", "alice")
     for n in range(10):
-        limiter.acquire(f"10.0.0.{n}", f"user{n}")
+        await limiter.acquire(f"10.0.0.{n}", f"user{n}")
     assert len(limiter) == 4
-    limiter.acquire("1.1.1.1", "alice")  # evicted, so allowed again
+    await limiter.acquire("1.1.1.1", "alice")  # evicted, so allowed again
 
 
 # --- authenticator, on each database ------------------------------------------------------
@@ -315,7 +315,7 @@ def settings(db: Settings) -> Settings:
 
 @pytest.fixture
 def auth(settings: Settings, clock: FakeClock) -> Authenticator:
-    limiter = LoginLimiter(3, 60, clock=clock)
+    limiter = MemoryLoginLimiter(3, 60, clock=clock)
     return Authenticator(settings.auth, [SECRET], clock=clock, limiter=limiter)
 
 

@@ -174,6 +174,32 @@ async def test_dead_peer_is_dropped_by_the_heartbeat(make_stagewire, tmp_path):
     client.ws.transport.abort()
 
 
+async def test_a_slow_client_with_a_backed_up_socket_is_aborted_at_once(make_stagewire, tmp_path):
+    sw = await make_stagewire(make_settings(tmp_path, client={"write_buffer_limit": 256 * 1024}))
+    node = sw.app[NODE]
+    slow = await sw.client("alice")
+    fast = await sw.client("bob")
+    await slow.result("subscribe", channel="news:flood")
+    (conn,) = node.connections_of("alice")
+    transport = conn.writer._transport
+    slow.ws.transport.pause_reading()  # it stopped reading
+    for i in range(400):
+        status, _ = await sw.api("POST", "/api/publish", {"channel": "news:flood", "data": "x" * 60_000})
+        assert status == 200
+        if node.counters.slow_disconnects:
+            break
+    assert node.counters.slow_disconnects == 1
+    # No close handshake waits behind what it did not read: its buffers are gone now.
+    assert transport.is_closing() and transport.get_write_buffer_size() == 0
+    for _ in range(100):
+        if not node.connections_of("alice"):
+            break
+        await asyncio.sleep(0.01)
+    assert not node.connections_of("alice")
+    assert await fast.result("ping") == {}  # and nobody else noticed
+    slow.ws.transport.abort()
+
+
 async def test_app_level_pings_are_pushed(make_stagewire, tmp_path):
     sw = await make_stagewire(make_settings(tmp_path, client={"ping_interval": 0.2}))
     client = await sw.client("alice")

@@ -1,0 +1,125 @@
+"""Redis frozen with SIGSTOP while subscribers are live: every wait is bounded.
+
+A frozen Redis keeps its connections open and answers nothing, as over a dead
+network. The bounds (docs/reliability.md, "Redis stops answering"):
+
+* a command (publish, history, presence) fails with 112 within ``socket_timeout``;
+* the pub/sub connection is declared dead within ``2 × ping_interval``, and the
+  node reports itself not ready;
+* once Redis answers again, subscribers are told (close 4005) within the
+  reconnect backoff cap and recover every publication, the ones whose publish
+  timed out included: a 112 after a timeout means "maybe published".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from server.appkeys import NODE
+from server.errors import CloseCode
+from tests.conftest import NAMESPACES, make_settings
+from tests.private_redis import PrivateRedis, private_redis  # noqa: F401
+
+pytestmark = pytest.mark.redis
+
+SOCKET_TIMEOUT = 0.5
+PING_INTERVAL = 0.5
+MAX_DELAY = 0.2
+# Scheduling slack on a loaded machine; the bounds themselves are the settings.
+SLACK = 1.5
+
+
+def frozen_settings(tmp_path, redis: PrivateRedis):
+    return make_settings(
+        tmp_path,
+        broker={"backend": "redis", "redis_url": redis.url, "prefix": "freeze", "socket_timeout": SOCKET_TIMEOUT,
+                "reconnect_min_delay": 0.05, "reconnect_max_delay": MAX_DELAY, "ping_interval": PING_INTERVAL},
+        namespaces={**NAMESPACES, "log": {"subscribe": "authenticated", "publish": "client", "persist": True}},
+    )
+
+
+async def until(condition, timeout: float) -> float:
+    """Seconds until ``condition()`` holds; fails after ``timeout``."""
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < timeout, f"not within {timeout}s"
+        await asyncio.sleep(0.01)
+    return time.monotonic() - started
+
+
+async def test_a_frozen_redis_fails_publishes_in_time_and_subscribers_recover_after_it_thaws(
+    make_stagewire, tmp_path, private_redis
+):
+    sw = await make_stagewire(frozen_settings(tmp_path, private_redis))
+    node = sw.app[NODE]
+    alice, bob = await sw.client("alice"), await sw.client("bob")
+    position = await bob.result("subscribe", channel="quiet:f")
+    durable = await bob.result("subscribe", channel="log:f")
+    await alice.result("publish", channel="quiet:f", data="before")
+    assert (await bob.recv_push("pub", channel="quiet:f"))["data"] == "before"
+
+    private_redis.freeze()
+    started = time.monotonic()
+    error = await alice.assert_error(112, "publish", channel="quiet:f", data="during", idempotency_key="k1")
+    assert error["temporary"] is True
+    assert time.monotonic() - started < SOCKET_TIMEOUT + SLACK, "a publish hung past socket_timeout"
+    stored = await alice.result("publish", channel="log:f", data="stored")
+    assert stored["delayed"] is True, "a durable publication is acknowledged from the database"
+
+    await until(lambda: not node.broker.healthy, 2 * PING_INTERVAL + SLACK)
+    async with sw.http.get(f"{sw.url}/readyz") as r:
+        assert r.status == 503, "a node without its pub/sub is not ready"
+    await bob.assert_quiet()  # frozen: nothing arrives, and nothing is made up
+
+    private_redis.thaw()
+    thawed = time.monotonic()
+    push, code = await bob.recv_disconnect(timeout=MAX_DELAY * 1.2 + 2 * SOCKET_TIMEOUT + SLACK)
+    assert code == CloseCode.INSUFFICIENT_STATE and push["reconnect"] is True
+    assert time.monotonic() - thawed < MAX_DELAY * 1.2 + 2 * SOCKET_TIMEOUT + SLACK
+    await until(lambda: node.broker.healthy, MAX_DELAY * 1.2 + 2 * SOCKET_TIMEOUT + SLACK)
+
+    # The publish that timed out was still in Redis's input buffer: it ran on SIGCONT.
+    # Recovery shows it once, and a retry with its idempotency key does not repeat it.
+    again = await sw.client("bob")
+    recovery = await again.result("subscribe", channel="quiet:f", recover=True,
+                                  offset=position["offset"], epoch=position["epoch"])
+    assert recovery["recovered"] is True
+    assert [p["data"] for p in recovery["publications"]] == ["before", "during"]
+    retry = await alice.result("publish", channel="quiet:f", data="during", idempotency_key="k1")
+    assert retry["offset"] == recovery["publications"][-1]["offset"]
+    await until(lambda: not node.durable.undelivered, 10)
+    logs = await again.result("subscribe", channel="log:f", recover=True,
+                              offset=durable["offset"], epoch=durable["epoch"])
+    assert logs["recovered"] is True and [p["data"] for p in logs["publications"]] == ["stored"]
+
+    live = await alice.result("publish", channel="quiet:f", data="after")
+    pub = await again.recv_push("pub", channel="quiet:f")
+    assert (pub["offset"], pub["data"]) == (live["offset"], "after")
+    await again.assert_quiet()
+
+
+async def test_a_freeze_shorter_than_the_ping_interval_loses_nothing_and_closes_nobody(
+    make_stagewire, tmp_path, private_redis
+):
+    settings = make_settings(
+        tmp_path,
+        broker={"backend": "redis", "redis_url": private_redis.url, "prefix": "blink", "socket_timeout": 5.0,
+                "ping_interval": 5.0},
+        namespaces=NAMESPACES,
+    )
+    sw = await make_stagewire(settings)
+    alice, bob = await sw.client("alice"), await sw.client("bob")
+    await bob.result("subscribe", channel="quiet:b")
+    private_redis.freeze()
+    publishing = asyncio.ensure_future(alice.result("publish", channel="quiet:b", data="through"))
+    await asyncio.sleep(0.3)  # the publish waits in Redis's input buffer
+    assert not publishing.done()
+    private_redis.thaw()
+    offset = (await publishing)["offset"]
+    pub = await bob.recv_push("pub", channel="quiet:b")
+    assert (pub["offset"], pub["data"]) == (offset, "through")
+    assert sw.app[NODE].broker.reconnects == 0
+    await bob.assert_quiet()

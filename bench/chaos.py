@@ -93,6 +93,10 @@ class Subscription:
     recovered: int = 0
     skipped: int = 0  # offsets jumped over by a live pub: lost without being told
     last_live: float = 0.0  # when the last live pub arrived
+    live_at: list[float] = field(default_factory=list)  # when each live pub arrived
+
+    def first_live_after(self, since: float) -> float | None:
+        return next((t for t in self.live_at if t > since), None)
 
 
 class Subscriber:
@@ -105,6 +109,7 @@ class Subscriber:
         self.connected_to: str | None = None
         self.ready = asyncio.Event()  # connected and every channel subscribed
         self.errors: list[str] = []
+        self.ready_at: list[float] = []  # when every channel was subscribed, per connection
         self._ids = 100
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -169,6 +174,7 @@ class Subscriber:
             sub.offset = message["offset"]
             sub.got.add((sub.epoch, sub.offset))
             sub.last_live = time.monotonic()
+            sub.live_at.append(sub.last_live)
             return
         channel = pending.pop(message.get("id", -1), None)
         if channel is None:
@@ -192,6 +198,7 @@ class Subscriber:
         if not pending:
             self.connected_to = url
             self.ready.set()
+            self.ready_at.append(time.monotonic())
 
 
 @dataclass

@@ -11,6 +11,8 @@
   ``recovered: false``, and any offset it skipped without being told.
 * :class:`Publisher`: a steady publisher through ``POST /api/publish``, which
   records every acknowledged offset and every failure with its latency.
+* :func:`wait_all` and :func:`spread`: how long until every subscriber got
+  somewhere, and the median and slowest of a set of moments.
 
 Only for bench/, against 127.0.0.1.
 """
@@ -24,6 +26,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import aiohttp
 import orjson
@@ -252,3 +255,21 @@ def http_url(node: ServerProcess) -> str:
 
 def ws_url(node: ServerProcess) -> str:
     return f"ws://{HOST}:{node.port}/ws"
+
+
+async def wait_all(subscribers: list[Subscriber], condition: Callable[[Subscriber], bool], timeout: float) -> float | None:
+    """Seconds until ``condition`` holds for every subscriber; None after ``timeout``."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if all(condition(s) for s in subscribers):
+            return time.monotonic() - started
+        await asyncio.sleep(0.05)
+    return None
+
+
+def spread(times: list[float | None], since: float) -> dict[str, float] | None:
+    """Median and maximum of ``times`` after ``since``, in seconds."""
+    seconds = sorted(t - since for t in times if t is not None)
+    if not seconds:
+        return None
+    return {"p50": round(seconds[len(seconds) // 2], 2), "max": round(seconds[-1], 2)}

@@ -39,8 +39,17 @@ from typing import Callable
 import orjson
 import websockets
 
-from bench.chaos import Publisher, RedisServer, Subscriber, http_url, kill_node, start_nodes, ws_url
-from bench.chaos_redis import _spread, wait_all
+from bench.chaos import (
+    Publisher,
+    RedisServer,
+    Subscriber,
+    http_url,
+    kill_node,
+    spread,
+    start_nodes,
+    wait_all,
+    ws_url,
+)
 from bench.fanout import get_token, own_cpu
 from server.cli.serve import raise_open_files_limit
 
@@ -138,8 +147,8 @@ async def main_async(args: argparse.Namespace) -> dict:
         "subscriber_errors": sum(len(s.errors) for s in subscribers),
         # From the kill: when A's clients were subscribed on B again, and had a live pub per channel.
         "after_kill_s": {
-            "resubscribed": _spread([t for s in on_a for t in s.ready_at if t > killed], killed),
-            **{f"live_{ch}": _spread([s.subs[ch].first_live_after(killed) for s in on_a], killed) for ch in acked},
+            "resubscribed": spread([t for s in on_a for t in s.ready_at if t > killed], killed),
+            **{f"live_{ch}": spread([s.subs[ch].first_live_after(killed) for s in on_a], killed) for ch in acked},
         },
         "cpu_s": {"load_generator": round(own_cpu() - cpu_started, 1), "node_b": round(b_cpu, 1)},
     }

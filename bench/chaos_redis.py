@@ -37,21 +37,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.chaos import Publisher, RedisServer, Subscriber, http_url, start_nodes, ws_url
+from bench.chaos import Publisher, RedisServer, Subscriber, http_url, spread, start_nodes, wait_all, ws_url
 from bench.fanout import get_token, own_cpu
 from server.cli.serve import raise_open_files_limit
 
 DURABLE, LIVE = "dur:stream", "live:stream"
 SOCKET_TIMEOUT = 1.5  # the default of [broker] socket_timeout
-
-
-async def wait_all(subscribers: list[Subscriber], condition, timeout: float) -> float | None:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if all(condition(s) for s in subscribers):
-            return time.monotonic() - started
-        await asyncio.sleep(0.05)
-    return None
 
 
 async def main_async(args: argparse.Namespace) -> dict:
@@ -128,9 +119,9 @@ async def main_async(args: argparse.Namespace) -> dict:
         "live_again_s": None if live_again is None else round(live_again, 2),
         # From the restart: when subscribers were told (4005), subscribed again, had a live pub per channel.
         "after_restart_s": {
-            "told": _spread([t for s in subscribers for t, _ in s.closes if t > restarted], restarted),
-            "resubscribed": _spread([t for s in subscribers for t in s.ready_at if t > restarted], restarted),
-            **{f"live_{ch}": _spread([s.subs[ch].first_live_after(restarted) for s in subscribers], restarted)
+            "told": spread([t for s in subscribers for t, _ in s.closes if t > restarted], restarted),
+            "resubscribed": spread([t for s in subscribers for t in s.ready_at if t > restarted], restarted),
+            **{f"live_{ch}": spread([s.subs[ch].first_live_after(restarted) for s in subscribers], restarted)
                for ch in (DURABLE, LIVE)},
         },
         "closes_by_code": _closes(subscribers),
@@ -140,14 +131,6 @@ async def main_async(args: argparse.Namespace) -> dict:
     report["ok"] = (report["durable_lost"] == 0 and lost_silently == 0 and live_again is not None
                     and report["outage_failure_max_s"] <= SOCKET_TIMEOUT + 0.5)
     return report
-
-
-def _spread(times: list[float | None], since: float) -> dict[str, float] | None:
-    """Median and maximum of ``times`` after ``since``, in seconds."""
-    seconds = sorted(t - since for t in times if t is not None)
-    if not seconds:
-        return None
-    return {"p50": round(seconds[len(seconds) // 2], 2), "max": round(seconds[-1], 2)}
 
 
 def _closes(subscribers: list[Subscriber]) -> dict[str, int]:

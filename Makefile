@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test typecheck install bench fuzz fuzz-ws fuzz-pusher fuzz-http soak chaos chaos-redis clean
+.PHONY: run test typecheck install bench fuzz fuzz-ws fuzz-pusher fuzz-sse fuzz-http soak chaos chaos-redis chaos-node slow-clients clean
 
 # Reinstalled whenever either project's metadata changes (the client is a
 # separate distribution in client/, installed editable beside the server).
@@ -33,13 +33,16 @@ bench: $(STAMP)
 FUZZ_RUNS ?= 1000000
 FUZZ_EXAMPLES ?= 2000
 
-fuzz: fuzz-ws fuzz-pusher fuzz-http
+fuzz: fuzz-ws fuzz-pusher fuzz-sse fuzz-http
 
 fuzz-ws: $(STAMP)
 	$(BIN)/python -m bench.fuzz_ws -atheris_runs=$(FUZZ_RUNS) -max_len=4096
 
 fuzz-pusher: $(STAMP)
 	$(BIN)/python -m bench.fuzz_pusher -atheris_runs=$(FUZZ_RUNS) -max_len=4096
+
+fuzz-sse: $(STAMP)
+	$(BIN)/python -m bench.fuzz_sse -atheris_runs=$(FUZZ_RUNS) -max_len=1024
 
 fuzz-http: $(STAMP)
 	$(BIN)/python -m bench.fuzz_http --max-examples $(FUZZ_EXAMPLES)
@@ -50,10 +53,16 @@ soak: $(STAMP)
 	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 # Fault scenarios of docs/reliability.md, each about a minute, each with a private redis-server.
-chaos: chaos-redis
+chaos: chaos-redis chaos-node slow-clients
 
 chaos-redis: $(STAMP)
 	$(BIN)/python -m bench.chaos_redis --subscribers 1000
+
+chaos-node: $(STAMP)
+	$(BIN)/python -m bench.chaos_node --subscribers 1000 --presence-ttl 6
+
+slow-clients: $(STAMP)
+	$(BIN)/python -m bench.slow_clients --slow 1000
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

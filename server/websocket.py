@@ -108,10 +108,11 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         finally:
             if not conn.finished.done():
                 conn.finished.set_result(None)
-            log.info("connection closed", extra={
-                "code": ws.close_code, "seconds": round(time.monotonic() - started, 3),
-                "user": conn.identity.username if conn.identity else None,
-            })
+            if logs.connection_log.isEnabledFor(logging.INFO):
+                logs.connection_log.info("connection closed", extra={
+                    "code": ws.close_code, "seconds": round(time.monotonic() - started, 3),
+                    "user": conn.identity.username if conn.identity else None,
+                })
     return ws
 
 
@@ -158,9 +159,10 @@ async def _handshake(
             raise Disconnect(CloseCode.UNAVAILABLE, exc.message) from None
         raise Disconnect(CloseCode.BAD_REQUEST, exc.message) from None
     ctx.node.set_identity(conn, identity)
-    log.info("connected", extra={
-        "user": identity.username, "encoding": conn.encoding.value, "remote": conn.remote,
-    })
+    if logs.connection_log.isEnabledFor(logging.INFO):
+        logs.connection_log.info("connected", extra={
+            "user": identity.username, "encoding": conn.encoding.value, "remote": conn.remote,
+        })
     result: dict[str, Any] = {
         "client": conn.id,
         "user": identity.public(),

@@ -35,6 +35,7 @@ from server.errors import CommandError, ErrorCode
 from server.auth.limiter import LoginLimiter, MemoryLoginLimiter, TooManyAttempts
 from server.auth.passwords import Passwords, is_common
 from server.auth.session_cache import SessionCache
+from server.auth.session_reader import SessionReader
 from server.auth.tokens import TokenClaims, TokenSigner, load_secrets
 
 __all__ = [
@@ -86,6 +87,7 @@ class Authenticator:
         self.tokens = TokenSigner(secrets, settings.token_ttl, clock=clock)
         self.limiter = limiter or MemoryLoginLimiter(settings.login_max_failures, settings.login_window)
         self.sessions = SessionCache(settings.session_cache_size, settings.session_cache_ttl)
+        self.reader = SessionReader()
         self._clock = clock
         self._admins = frozenset(name.lower() for name in settings.admins)
 
@@ -185,12 +187,21 @@ class Authenticator:
         if cached is not None and cached.user_id == claims.user_id and cached.expires_at > self._clock():
             return Identity(cached.user_id, cached.username, cached.role, claims.session_id, claims.expires_at)
         generation = self.sessions.generation
-        session = await self._session(claims)
-        user = session.user
-        role = self.role_of(user)
-        session_id = str(session.id)
-        self.sessions.put(session_id, user.id, user.username, role, session.expires_at.timestamp(), generation)
-        return Identity(user.id, user.username, role, session_id, claims.expires_at)
+        try:
+            session_id = uuid.UUID(claims.session_id)
+        except ValueError:
+            raise CommandError(ErrorCode.UNAUTHORIZED, "invalid token") from None
+        row = await self.reader.read(session_id)
+        if row is None or row.user_id != claims.user_id:
+            raise CommandError(ErrorCode.UNAUTHORIZED, "invalid token")
+        if row.revoked:
+            raise CommandError(ErrorCode.UNAUTHORIZED, "session revoked")
+        if row.expires_at <= self._clock():
+            raise CommandError(ErrorCode.TOKEN_EXPIRED, "session expired")
+        role = Role.ADMIN.value if row.username in self._admins else row.role
+        canonical = str(session_id)
+        self.sessions.put(canonical, row.user_id, row.username, role, row.expires_at, generation)
+        return Identity(row.user_id, row.username, role, canonical, claims.expires_at)
 
     def role_of(self, user: User) -> str:
         """The user's role, "admin" also for names listed in ``auth.admins``."""

@@ -41,12 +41,18 @@ class ServerSettings:
     port: int = 8080
     allowed_origins: tuple[str, ...] = ()
     shutdown_timeout: float = 5.0
+    # [min_ms, max_ms] sent with the SIGTERM disconnect (4000): each client waits a random
+    # time in it before reconnecting, so a restart's clients come back spread out. [0, 0]: none.
+    shutdown_reconnect_after: tuple[int, int] = (500, 5000)
+    # WebSocket handshakes (upgrade to connect reply) in progress at most; more get HTTP 503
+    # with {"try_again": ms} before the upgrade. 0: no limit.
+    max_handshakes: int = 0
     static_dir: str = "static"
     workers: int = 1
     use_uvloop: bool = True
     log_format: str = "json"  # json | text (stagewire serve)
     # One INFO line per connection opened and closed, on the logger stagewire.connections
-    # (server/ops/logs.py): opt-in, as in a reconnect storm they cost a tenth of each connect.
+    # (server/ops/logs.py): opt-in, as in a reconnect storm they cost about a seventh of each connect.
     connection_log: bool = False
     stats_channel: str = "ops:stats"  # "" for none; see server/ops/stats.py
     stats_interval: float = 1.0  # seconds; 0 for none
@@ -59,6 +65,9 @@ class ServerSettings:
             raise ConfigError("server.log_format: json or text")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("server.tls_cert and server.tls_key go together")
+        spread = self.shutdown_reconnect_after
+        if len(spread) != 2 or not 0 <= spread[0] <= spread[1]:
+            raise ConfigError("server.shutdown_reconnect_after: [min_ms, max_ms] with 0 <= min_ms <= max_ms")
 
 
 @dataclass(frozen=True)
@@ -499,6 +508,8 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where} must be a list")
+        if item in (int, float):
+            return tuple(_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value))
         return tuple(str(v) for v in value)
     if hint is bool:
         if isinstance(value, bool):

@@ -36,9 +36,9 @@ from typing import Any
 
 import orjson
 from tortoise.exceptions import IntegrityError
-from tortoise.transactions import in_transaction
 
 from models.publication import PublicationRecord
+from models.transactions import CommitInDoubt, transaction
 from server.broker.base import (
     IDEMPOTENCY_TTL,
     Broker,
@@ -56,6 +56,8 @@ MAX_ATTEMPTS = 5
 # Redelivery of committed rows the broker could not take: first retry, and the cap of the backoff.
 REDELIVER_MIN_DELAY = 0.2
 REDELIVER_MAX_DELAY = 5.0
+# A commit cut off before the database answered is read back for this long before it counts as lost.
+IN_DOUBT_BUDGET = 10.0
 
 
 @dataclass(slots=True)
@@ -160,6 +162,14 @@ class DurableLog:
                 await asyncio.sleep(0.005 * (attempt + 1))
             except BrokerUnavailable as exc:
                 self._fail(batch, exc)
+                return
+            except CommitInDoubt:
+                if await _stored_after_all(rows):
+                    break
+                log.warning("storing %d durable publications failed", len(batch), exc_info=True)
+                for pending in batch:
+                    self._positions.pop(pending.channel, None)
+                self._fail(batch, CommandError(ErrorCode.UNAVAILABLE, "could not store the publication"))
                 return
             except Exception:
                 log.warning("storing %d durable publications failed", len(batch), exc_info=True)
@@ -394,7 +404,7 @@ async def _insert(rows: list[_Row]) -> None:
     cost more than the database does.
     """
     meta = PublicationRecord._meta
-    async with in_transaction() as connection:
+    async with transaction() as connection:
         executor = connection.executor_class(model=PublicationRecord, db=connection)
         fields = [meta.fields_map[meta.fields_db_projection_reverse[c]] for c in executor.regular_columns]
         values = [
@@ -402,6 +412,28 @@ async def _insert(rows: list[_Row]) -> None:
             for row in rows
         ]
         await connection.execute_many(executor.insert_query, values)
+
+
+async def _stored_after_all(rows: list[_Row]) -> bool:
+    """Whether a transaction whose ``COMMIT`` went unanswered was stored (it is all or nothing).
+
+    Read back once the database answers again, within :data:`IN_DOUBT_BUDGET`. The
+    same offset may have been taken by another node since, so the row must be ours.
+    """
+    first = rows[0]
+    deadline = asyncio.get_running_loop().time() + IN_DOUBT_BUDGET
+    delay = 0.05
+    while True:
+        try:
+            found = await PublicationRecord.get_or_none(channel=first.channel, epoch=first.epoch, seq=first.seq)
+        except Exception:
+            if asyncio.get_running_loop().time() + delay > deadline:
+                log.warning("could not read back an unanswered commit of %s", first.channel)
+                return False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+            continue
+        return found is not None and found.data == first.data and found.created_at == first.created_at
 
 
 def _publication(row: PublicationRecord) -> Publication:

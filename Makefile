@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test typecheck install bench fuzz fuzz-ws fuzz-pusher fuzz-sse fuzz-http soak chaos chaos-redis chaos-node slow-clients clean
+.PHONY: run test typecheck install bench bench-connect bench-restart fuzz fuzz-ws fuzz-pusher fuzz-sse fuzz-http soak chaos chaos-redis chaos-node slow-clients clean
 
 # Reinstalled whenever either project's metadata changes (the client is a
 # separate distribution in client/, installed editable beside the server).
@@ -28,6 +28,13 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.fanout $(BENCH_ARGS)
+
+# Connects+auths+subscribes per second beside the bare prototype; a 10,000-client restart.
+bench-connect: $(STAMP)
+	$(BIN)/python -m bench.connect --clients 1000 --inflight 100 --rounds 3
+
+bench-restart: $(STAMP)
+	$(BIN)/python -m bench.restart --clients 10000
 
 # Fuzzing at volume (make test runs the same harnesses at a small one).
 FUZZ_RUNS ?= 1000000

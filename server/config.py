@@ -44,6 +44,9 @@ class ServerSettings:
     # [min_ms, max_ms] sent with the SIGTERM disconnect (4000): each client waits a random
     # time in it before reconnecting, so a restart's clients come back spread out. [0, 0]: none.
     shutdown_reconnect_after: tuple[int, int] = (500, 5000)
+    # WebSocket handshakes (upgrade to connect reply) in progress at most; more get HTTP 503
+    # with {"try_again": ms} before the upgrade. 0: no limit.
+    max_handshakes: int = 0
     static_dir: str = "static"
     workers: int = 1
     use_uvloop: bool = True

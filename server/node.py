@@ -95,6 +95,8 @@ class Node:
             presence, broker, settings.namespaces, settings.broker.presence_ttl, self.spawn
         )
         self.shutting_down = False
+        # Handshakes between the upgrade and the connect reply (server.websocket, [server] max_handshakes).
+        self.handshaking = 0
         self.events: EventSink = NO_EVENTS
         self.proxy: Proxy = NO_PROXY
         self._control_listeners: dict[str, list[Callable[[dict[str, Any]], None]]] = {}

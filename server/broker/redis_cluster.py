@@ -58,6 +58,7 @@ class _SlotConnection(Connection):
         super().__init__(**kwargs)
         self._on_dropped = on_dropped
         self._unsubscribing: set[bytes] = set()
+        self._dropped: set[bytes] = set()  # unsubscribed by the server: not to be unsubscribed again
         self._subscribed = False  # in subscribed mode: the handshake's replies are behind us
 
     async def send_command(self, *args: Any, **kwargs: Any) -> None:
@@ -66,11 +67,19 @@ class _SlotConnection(Connection):
             await super().send_command(*args, **kwargs)
             return
         self._subscribed = True
-        by_slot: dict[int, list[bytes]] = defaultdict(list)
-        for name in args[1:]:
-            by_slot[key_slot(name)].append(name)
+        names = list(args[1:])
         if command == SHARDED.unsubscribe:
-            self._unsubscribing.update(args[1:])
+            # Its master no longer serves the slot and would answer MOVED.
+            names = [name for name in names if name not in self._dropped]
+            self._dropped.difference_update(args[1:])
+            self._unsubscribing.update(names)
+        else:
+            self._dropped.difference_update(names)
+        by_slot: dict[int, list[bytes]] = defaultdict(list)
+        for name in names:
+            by_slot[key_slot(name)].append(name)
+        if not by_slot:
+            return
         packed = self.pack_commands([(command, *names) for names in by_slot.values()])
         await self.send_packed_command(packed, check_health=False)
 
@@ -89,6 +98,7 @@ class _SlotConnection(Connection):
             if name in self._unsubscribing:
                 self._unsubscribing.discard(name)
             else:
+                self._dropped.add(name)
                 self._on_dropped(name)
         return reply
 
@@ -124,6 +134,9 @@ class ClusterPubSub:
         self._route: dict[bytes, str] = {}  # held channel -> master it is subscribed on
         self._check: set[bytes] = set()  # channels to re-route (dropped, or not placed yet)
         self._check_all = False
+        # Moved channels not reported yet: reported before the first message of
+        # their new subscription, so nothing it delivers can precede the gap.
+        self._moving: set[Hashable] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._ready = False  # the slot map is loaded
@@ -201,7 +214,7 @@ class ClusterPubSub:
         shard = self._shards.get(address)
         if shard is None:
             shard = self._shards[address] = PubSubShard(
-                address, lambda: self._connect(address), SHARDED, self._timing, self._on_message, self._gap
+                address, lambda: self._connect(address), SHARDED, self._timing, self._message, self._gap
             )
             shard.start()
         return shard
@@ -229,12 +242,19 @@ class ClusterPubSub:
     def _dropped(self, name: bytes) -> None:
         if name in self._keys:
             log.info("Redis Cluster: the slot of %r moved; subscribing on its new master", name)
-            self._route.pop(name, None)  # no longer subscribed anywhere
+            # Still held by the old master's shard (which would subscribe it there
+            # again on a reconnect): the re-route takes it off that shard first.
             self._check.add(name)
             self._wake.set()
 
     def _gap(self, keys: Sequence[Any]) -> None:
+        self._moving.difference_update(keys)
         self._on_gap(keys)
+
+    def _message(self, key: Any, payload: bytes) -> None:
+        if key in self._moving:
+            self._gap([key])
+        self._on_message(key, payload)
 
     # -- the supervisor: loads the slot map and re-routes -----------------------------
 
@@ -295,7 +315,12 @@ class ClusterPubSub:
         if moved:
             async def move(name: bytes, key: Hashable, shard: PubSubShard) -> None:
                 await self._settle(shard)
-                await shard.subscribe(name, key)
+                self._moving.add(key)
+                try:
+                    await shard.subscribe(name, key)
+                except BaseException:
+                    self._moving.discard(key)
+                    raise
 
             results = await asyncio.gather(*(move(*m) for m in moved), return_exceptions=True)
             confirmed = []
@@ -308,7 +333,9 @@ class ClusterPubSub:
             self.moves += len(confirmed)
             if confirmed:
                 log.warning("Redis Cluster: %d channel(s) moved to another master", len(confirmed))
-                self._on_gap(confirmed)
+            unreported = [key for key in confirmed if key in self._moving]
+            if unreported:
+                self._gap(unreported)
         await self._close_gone(masters)
 
     async def _close_gone(self, masters: set[str]) -> None:

@@ -63,6 +63,22 @@ class TestRedisClusterBrokerConformance(BrokerConformance):
     multi_node = True
 
 
+class OrderedHandler(RecordingHandler):
+    """Also records publications and gaps in one sequence."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[object] = []
+
+    def on_publication(self, pub) -> None:
+        self.events.append(pub.offset)
+        super().on_publication(pub)
+
+    def on_gap(self, channels) -> None:
+        self.events.append("gap")
+        super().on_gap(channels)
+
+
 def channels_on_every_master(count: int) -> list[str]:
     """Channel names whose slots are spread (``count`` of them, distinct slots)."""
     return [f"test:spread{next(_ids)}-{i}" for i in range(count)]
@@ -116,3 +132,36 @@ async def test_a_slot_moved_to_another_master_keeps_delivering_and_reports_the_g
         assert [p.data for p in history] == ["before", "after"]
     finally:
         await private_cluster.move_slot(slot, source)
+
+
+async def test_publications_during_a_slot_move_are_never_skipped_without_a_gap_first(
+        make_broker, private_cluster, prefix, channel):
+    """Whatever pub/sub lost while the slot moved, the gap is reported before anything after it."""
+    handler = OrderedHandler()
+    subscriber, publisher = await make_broker(handler), await make_broker(RecordingHandler())
+    await subscriber.subscribe(channel)
+    slot = key_slot(f"{prefix}.pub.{{{channel}}}".encode())
+    source = await private_cluster.owner(slot)
+    target = next(port for port in private_cluster.ports if port != source)
+    try:
+        moving = asyncio.create_task(private_cluster.move_slot(slot, target))
+        offsets = []
+        while not moving.done() or len(offsets) < 20:
+            offsets.append((await publisher.publish(channel, len(offsets))).offset)
+        await moving
+        assert offsets == list(range(1, len(offsets) + 1))
+        await handler.wait_for("gaps", 1)
+        await handler.wait_for("publications", 1)
+        before_gap = handler.events[:handler.events.index("gap")]
+        assert before_gap == list(range(1, len(before_gap) + 1))  # nothing skipped before the report
+        last = await publisher.publish(channel, "last")
+        await wait_for_offset(handler, last.offset)
+    finally:
+        await private_cluster.move_slot(slot, source)
+
+
+async def wait_for_offset(handler: RecordingHandler, offset: int) -> None:
+    async def poll() -> None:
+        while not handler.publications or handler.publications[-1].offset < offset:
+            await asyncio.sleep(0.01)
+    await asyncio.wait_for(poll(), 5)

@@ -11,6 +11,8 @@
   ``recovered: false``, and any offset it skipped without being told.
 * :class:`Publisher`: a steady publisher through ``POST /api/publish``, which
   records every acknowledged offset and every failure with its latency.
+* :func:`wait_all` and :func:`spread`: how long until every subscriber got
+  somewhere, and the median and slowest of a set of moments.
 
 Only for bench/, against 127.0.0.1.
 """
@@ -24,6 +26,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import aiohttp
 import orjson
@@ -93,6 +96,10 @@ class Subscription:
     recovered: int = 0
     skipped: int = 0  # offsets jumped over by a live pub: lost without being told
     last_live: float = 0.0  # when the last live pub arrived
+    live_at: list[float] = field(default_factory=list)  # when each live pub arrived
+
+    def first_live_after(self, since: float) -> float | None:
+        return next((t for t in self.live_at if t > since), None)
 
 
 class Subscriber:
@@ -105,6 +112,7 @@ class Subscriber:
         self.connected_to: str | None = None
         self.ready = asyncio.Event()  # connected and every channel subscribed
         self.errors: list[str] = []
+        self.ready_at: list[float] = []  # when every channel was subscribed, per connection
         self._ids = 100
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -169,6 +177,7 @@ class Subscriber:
             sub.offset = message["offset"]
             sub.got.add((sub.epoch, sub.offset))
             sub.last_live = time.monotonic()
+            sub.live_at.append(sub.last_live)
             return
         channel = pending.pop(message.get("id", -1), None)
         if channel is None:
@@ -192,6 +201,7 @@ class Subscriber:
         if not pending:
             self.connected_to = url
             self.ready.set()
+            self.ready_at.append(time.monotonic())
 
 
 @dataclass
@@ -245,3 +255,21 @@ def http_url(node: ServerProcess) -> str:
 
 def ws_url(node: ServerProcess) -> str:
     return f"ws://{HOST}:{node.port}/ws"
+
+
+async def wait_all(subscribers: list[Subscriber], condition: Callable[[Subscriber], bool], timeout: float) -> float | None:
+    """Seconds until ``condition`` holds for every subscriber; None after ``timeout``."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if all(condition(s) for s in subscribers):
+            return time.monotonic() - started
+        await asyncio.sleep(0.05)
+    return None
+
+
+def spread(times: list[float | None], since: float) -> dict[str, float] | None:
+    """Median and maximum of ``times`` after ``since``, in seconds."""
+    seconds = sorted(t - since for t in times if t is not None)
+    if not seconds:
+        return None
+    return {"p50": round(seconds[len(seconds) // 2], 2), "max": round(seconds[-1], 2)}

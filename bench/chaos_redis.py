@@ -37,21 +37,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.chaos import Publisher, RedisServer, Subscriber, http_url, start_nodes, ws_url
-from bench.fanout import get_token
+from bench.chaos import Publisher, RedisServer, Subscriber, http_url, spread, start_nodes, wait_all, ws_url
+from bench.fanout import get_token, own_cpu
 from server.cli.serve import raise_open_files_limit
 
 DURABLE, LIVE = "dur:stream", "live:stream"
 SOCKET_TIMEOUT = 1.5  # the default of [broker] socket_timeout
-
-
-async def wait_all(subscribers: list[Subscriber], condition, timeout: float) -> float | None:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if all(condition(s) for s in subscribers):
-            return time.monotonic() - started
-        await asyncio.sleep(0.05)
-    return None
 
 
 async def main_async(args: argparse.Namespace) -> dict:
@@ -67,6 +58,7 @@ async def main_async(args: argparse.Namespace) -> dict:
     nodes = await start_nodes(directory, redis.url, 2, env)
     stop_clients, stop_publishing = asyncio.Event(), asyncio.Event()
     tasks: list[asyncio.Task] = []
+    cpu_started = own_cpu()
     try:
         tokens = [await get_token(nodes[0].port, f"chaos{i}") for i in range(10)]
         subscribers = [Subscriber([ws_url(nodes[i % 2])], tokens[i % 10], [DURABLE, LIVE])
@@ -92,6 +84,7 @@ async def main_async(args: argparse.Namespace) -> dict:
         drained = await wait_all(subscribers, lambda s: durable_acked <= s.subs[DURABLE].got, 30)
         stop_clients.set()
         await asyncio.gather(*tasks[:len(subscribers)])
+        nodes_cpu = [node.cpu_seconds() for node in nodes]
     finally:
         for task in tasks:
             task.cancel()
@@ -124,8 +117,16 @@ async def main_async(args: argparse.Namespace) -> dict:
         "outage_failure_max_s": round(max((a.seconds for a in failures), default=0.0), 3),
         "outage_durable_delayed_max_s": round(max((a.seconds for a in during if a.delayed), default=0.0), 3),
         "live_again_s": None if live_again is None else round(live_again, 2),
+        # From the restart: when subscribers were told (4005), subscribed again, had a live pub per channel.
+        "after_restart_s": {
+            "told": spread([t for s in subscribers for t, _ in s.closes if t > restarted], restarted),
+            "resubscribed": spread([t for s in subscribers for t in s.ready_at if t > restarted], restarted),
+            **{f"live_{ch}": spread([s.subs[ch].first_live_after(restarted) for s in subscribers], restarted)
+               for ch in (DURABLE, LIVE)},
+        },
         "closes_by_code": _closes(subscribers),
         "subscriber_errors": sum(len(s.errors) for s in subscribers),
+        "cpu_s": {"load_generator": round(own_cpu() - cpu_started, 1), "nodes": [round(c, 1) for c in nodes_cpu]},
     }
     report["ok"] = (report["durable_lost"] == 0 and lost_silently == 0 and live_again is not None
                     and report["outage_failure_max_s"] <= SOCKET_TIMEOUT + 0.5)

@@ -250,13 +250,17 @@ class Client(Commands):
                 raise ClientError("not connected: use `async with Client(...)` or `await client.connect()`")
             await self._connected.wait()
 
-    async def _send_subscribe(self, link: Link, sub: Subscription) -> None:
+    async def _send_subscribe(self, link: Link, sub: Subscription, attempt: int = 0) -> None:
         recovering = sub.need_recovery
         params: dict[str, Any] = {"channel": sub.channel}
         if recovering:
             params.update(recover=True, offset=sub.offset, epoch=sub.epoch)
 
         def refused(error: StagewireError) -> None:
+            if error.temporary and self._subs.get(sub.channel) is sub:
+                # The server cannot serve it now (its broker is away): ask again, it stays ours.
+                self._spawn(self._retry_subscribe(link, sub, attempt))
+                return
             if self._subs.get(sub.channel) is sub:
                 del self._subs[sub.channel]
             sub._refused(error)
@@ -268,6 +272,12 @@ class Client(Commands):
             await future
         except (StagewireError, Disconnected):
             pass  # refused: handled in the reader; lost: resubscribed on reconnect
+
+    async def _retry_subscribe(self, link: Link, sub: Subscription, attempt: int) -> None:
+        await asyncio.sleep(backoff(attempt, *self._delays))
+        # Not if the connection was replaced meanwhile: the new one resubscribes by itself.
+        if self._link is link and self._subs.get(sub.channel) is sub:
+            await self._send_subscribe(link, sub, attempt + 1)
 
     async def _unsubscribe(self, sub: Subscription) -> None:
         if self._subs.get(sub.channel) is sub:

@@ -1,17 +1,28 @@
 """Fan-out benchmark: one publisher, N subscribers on one channel, one server process.
 
-Starts ``python -m server`` on embedded defaults (memory broker, SQLite in a
-temporary directory) on a free 127.0.0.1 port, then for each N reports:
+Runs each server of ``--servers`` on a free 127.0.0.1 port, one after the
+other and ``--rounds`` times, interleaved (bare, stagewire, bare, stagewire,
+...) so that both see the same machine:
+
+* ``stagewire``: ``python -m server`` on embedded defaults (memory broker,
+  SQLite in a temporary directory), with a real token check;
+* ``bare``: the reference prototype, ``python -m bench.bare_server`` (no auth).
+
+For each N and each run it reports:
 
 * connects+auths per second (N clients doing the upgrade and ``connect``),
-* server RSS per idle authenticated connection,
-* max deliveries/s (the publisher pipelines publish commands for a fixed time),
+* server RSS per idle authenticated, subscribed connection,
+* max deliveries/s (the publisher keeps ``--inflight`` publications in flight
+  for a fixed time),
 * p50/p99 latency at 20 publications/s,
 * the CPU time of the server and of this load generator.
 
+With both servers, a last line per N gives the ratios stagewire / bare (the
+medians of the rounds).
+
 Usage::
 
-    python -m bench.fanout --subscribers 100 1000 5000 --seconds 5
+    python -m bench.fanout --subscribers 1000 5000 --seconds 5 --rounds 3
 
 Everything is bounded in count and time and stops by itself.
 """
@@ -50,8 +61,10 @@ def free_port() -> int:
 class ServerProcess:
     """The server under test, with its CPU and memory readings from /proc."""
 
-    def __init__(self, tmp: str, port: int, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, tmp: str, port: int, extra_env: dict[str, str] | None = None,
+                 command: list[str] | None = None) -> None:
         self.tmp, self.port = tmp, port
+        self.command = command or [sys.executable, "-m", "server"]
         self.env = {
             **os.environ,
             "STAGEWIRE_SERVER__HOST": HOST,
@@ -70,7 +83,7 @@ class ServerProcess:
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "server", cwd=ROOT, env=self.env,
+            *self.command, cwd=ROOT, env=self.env,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 30
@@ -146,15 +159,20 @@ async def subscribe_all(clients: list[RawWS]) -> None:
 
 
 async def max_throughput(server: ServerProcess, publisher: RawWS, subs: list[RawWS], seconds: float,
-                         batch: int = 50) -> dict:
-    """Pipeline publishes for ``seconds``, then wait until every delivery arrived."""
+                         batch: int = 50, inflight: int = 100) -> dict:
+    """Publish for ``seconds`` with ``inflight`` publications awaiting their reply, then wait for every delivery.
+
+    Publish commands go ``batch`` to a frame; the publisher waits for the reply
+    to its oldest frame whenever ``inflight`` publications are unanswered.
+    """
     base = sum(c.messages for c in subs)
     payload = b'"' + b"x" * 32 + b'"'
     next_id = 1000
     published = 0
+    frames_in_flight = max(1, inflight // batch)
     cpu_server, cpu_self = server.cpu_seconds(), own_cpu()
     started = time.perf_counter()
-    inflight: list[asyncio.Future] = []
+    waiting: list[asyncio.Future] = []
     while time.perf_counter() - started < seconds:
         frame = []
         for _ in range(batch):
@@ -164,11 +182,10 @@ async def max_throughput(server: ServerProcess, publisher: RawWS, subs: list[Raw
         publisher._waiters[next_id] = fut
         publisher.send_text(b"\n".join(frame))
         published += batch
-        inflight.append(fut)
-        # Keep about 100 publications in flight, whatever the frames hold.
-        if len(inflight) >= max(2, 100 // batch):
-            await inflight.pop(0)
-    for fut in inflight:
+        waiting.append(fut)
+        if len(waiting) >= frames_in_flight:
+            await waiting.pop(0)
+    for fut in waiting:
         await fut
     expected = published * len(subs)
     deadline = time.perf_counter() + 60
@@ -213,24 +230,34 @@ async def latency(publisher: RawWS, subs: list[RawWS], rate: float, seconds: flo
     }
 
 
-async def run_one(n: int, seconds: float, batch: int = 50) -> dict:
+def bare_command(port: int) -> list[str]:
+    return [sys.executable, "-m", "bench.bare_server", "--host", HOST, "--port", str(port)]
+
+
+async def run_one(n: int, seconds: float, batch: int = 50, kind: str = "stagewire", inflight: int = 100) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        server = ServerProcess(tmp, free_port())
+        port = free_port()
+        command = bare_command(port) if kind == "bare" else None
+        server = ServerProcess(tmp, port, command=command)
         await server.start()
         try:
-            token = await get_token(server.port, "bench")
+            # The bare server takes any token.
+            token = await get_token(server.port, "bench") if kind == "stagewire" else "bare"
+            await asyncio.sleep(0.3)
             rss_before = server.rss_bytes()
             subs, connect_time = await connect_many(server.port, token, n)
-            await asyncio.sleep(0.5)  # let the allocator settle before reading RSS
-            rss_after = server.rss_bytes()
             await subscribe_all(subs)
+            await asyncio.sleep(1.0)  # let the allocator settle before reading RSS
+            rss_after = server.rss_bytes()
             publisher = await connect_client(server.port, token)
             result = {
+                "server": kind,
                 "subscribers": n,
                 "connects_per_s": round(n / connect_time),
-                "rss_per_conn_kib": round((rss_after - rss_before) / n / 1024, 1),
+                "rss_per_conn_kib": round((rss_after - rss_before) / n / 1024, 2),
                 "publish_batch": batch,
-                "throughput": await max_throughput(server, publisher, subs, seconds, batch),
+                "inflight": inflight,
+                "throughput": await max_throughput(server, publisher, subs, seconds, batch, inflight),
                 "latency_20hz": await latency(publisher, subs, 20.0, min(seconds, 5.0)),
                 "closed_early": sum(1 for c in subs if c.closed.done()),
             }
@@ -242,13 +269,41 @@ async def run_one(n: int, seconds: float, batch: int = 50) -> dict:
             await server.stop()
 
 
+def ratios(runs: list[dict]) -> dict:
+    """stagewire / bare for each figure, the median over the rounds."""
+    def median(kind: str, get) -> float:  # type: ignore[no-untyped-def]
+        return statistics.median(get(r) for r in runs if r["server"] == kind)
+
+    figures = {
+        "connects_per_s": lambda r: r["connects_per_s"],
+        "rss_per_conn": lambda r: r["rss_per_conn_kib"],
+        "deliveries_per_s": lambda r: r["throughput"]["deliveries_per_s"],
+        "p99_20hz": lambda r: r["latency_20hz"]["p99_ms"],
+        "p50_20hz": lambda r: r["latency_20hz"]["p50_ms"],
+    }
+    out: dict = {"ratios": "stagewire/bare", "subscribers": runs[0]["subscribers"],
+                 "rounds": sum(1 for r in runs if r["server"] == "bare")}
+    for name, get in figures.items():
+        bare = median("bare", get)
+        out[name] = round(median("stagewire", get) / bare, 3) if bare else None
+    return out
+
+
 async def main_async(args: argparse.Namespace) -> None:
     raise_open_files_limit()  # the load generator holds N sockets too
     results = []
     for n in args.subscribers:
-        result = await run_one(n, args.seconds, args.batch)
-        results.append(result)
-        print(json.dumps(result), flush=True)
+        runs = []
+        for _ in range(args.rounds):
+            for kind in args.servers:
+                result = await run_one(n, args.seconds, args.batch, kind, args.inflight)
+                runs.append(result)
+                print(json.dumps(result), flush=True)
+        results += runs
+        if {"bare", "stagewire"} <= set(args.servers):
+            summary = ratios(runs)
+            results.append(summary)
+            print(json.dumps(summary), flush=True)
     if args.output:
         Path(args.output).write_text(json.dumps(results, indent=2))
 
@@ -257,8 +312,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--subscribers", type=int, nargs="+", default=[100, 1000, 5000])
     parser.add_argument("--seconds", type=float, default=5.0, help="length of the max-throughput phase")
-    parser.add_argument("--batch", type=int, default=50,
+    parser.add_argument("--batch", type=int, default=1,
                         help="publish commands per frame from the publisher (1: one per frame)")
+    parser.add_argument("--inflight", type=int, default=16,
+                        help="publications awaiting their reply while publishing as fast as possible")
+    parser.add_argument("--servers", nargs="+", choices=("bare", "stagewire"), default=["stagewire"],
+                        help="the servers to run, interleaved in this order (bare is bench/bare_server.py)")
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each server per N")
     parser.add_argument("--output", help="write the results as JSON here")
     args = parser.parse_args()
     try:

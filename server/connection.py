@@ -137,8 +137,12 @@ class Connection:
 
     # -- closing ------------------------------------------------------------
 
-    def close(self, code: CloseCode, reason: str) -> None:
-        """Send ``disconnect`` and close the WebSocket; safe to call many times."""
+    def close(self, code: CloseCode, reason: str, reconnect_after: tuple[int, int] | None = None) -> None:
+        """Send ``disconnect`` and close the WebSocket; safe to call many times.
+
+        ``reconnect_after`` (``[min_ms, max_ms]``) goes into the push: how long the
+        client should wait before it reconnects.
+        """
         if self.state is State.CLOSING:
             return
         self.state = State.CLOSING
@@ -146,7 +150,7 @@ class Connection:
         if self._expiry_timer is not None:
             self._expiry_timer.cancel()
             self._expiry_timer = None
-        self.send_last(code, reason)
+        self.send_last(code, reason, reconnect_after)
         self._close_task = self._spawn(self._close_ws(code, reason))
 
     async def wait_closed(self) -> None:
@@ -154,14 +158,13 @@ class Connection:
         if self._close_task is not None:
             await asyncio.shield(self._close_task)
 
-    def send_last(self, code: CloseCode, reason: str) -> None:
+    def send_last(self, code: CloseCode, reason: str, reconnect_after: tuple[int, int] | None = None) -> None:
         """Write the ``disconnect`` push now, after what is queued; nothing is sent after it."""
         writer = self.writer
         if writer.closed:
             return
-        writer.enqueue(
-            protocol.encode(protocol.disconnect_push(int(code), reason, code.reconnect), self.encoding)
-        )
+        push = protocol.disconnect_push(int(code), reason, code.reconnect, reconnect_after)
+        writer.enqueue(protocol.encode(push, self.encoding))
         writer.flush()
         writer.closed = True
 
@@ -175,7 +178,34 @@ class Connection:
 
     def _on_overflow(self) -> None:
         self._counters.slow_disconnects += 1
-        self.close(CloseCode.SLOW, "slow client: outbound buffer full")
+        self.cut_off(CloseCode.SLOW, "slow client: outbound buffer full")
+
+    def cut_off(self, code: CloseCode, reason: str) -> None:
+        """Close a client that does not read what it is sent, releasing its buffers at once.
+
+        If the socket still takes everything written to it (only our own
+        queue overflowed, in one burst), the client is told why, as by
+        :meth:`close`. Otherwise the transport holds data that the peer is not
+        reading, and a ``disconnect`` push or a close frame would only wait
+        behind it: the transport is aborted instead, which frees it now.
+        """
+        if self._transport.get_write_buffer_size() == 0:
+            self.close(code, reason)
+            return
+        if self.state is not State.CLOSING:
+            self.state = State.CLOSING
+            self.closed_with = (int(code), reason)
+        self.abort()
+
+    def abort(self) -> None:
+        """Drop the connection now: no close handshake, nothing more is written."""
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+            self._expiry_timer = None
+        self.writer.discard()
+        self.writer.closed = True
+        # A closing transport may still hold (and keep) what the peer did not read.
+        self._transport.abort()
 
     async def _close_ws(self, code: CloseCode, reason: str) -> None:
         try:
@@ -185,9 +215,10 @@ class Connection:
         except (asyncio.TimeoutError, ConnectionError, RuntimeError):
             pass
         finally:
-            # A peer that does not answer the close handshake is cut off.
-            if not self._transport.is_closing():
-                self._transport.abort()
+            # A peer that does not answer the close handshake is cut off. aiohttp
+            # closes the transport when the handshake times out, but a closed
+            # transport keeps its unsent buffer until the peer reads it: abort.
+            self._transport.abort()
 
     def __repr__(self) -> str:
         user = self.identity.username if self.identity else None

@@ -52,6 +52,8 @@ log = logging.getLogger("stagewire.node")
 
 #: Seconds the node's own background tasks get to stop at close.
 STOP_TIMEOUT = 2.0
+#: Seconds the handlers of aborted connections get to finish at shutdown.
+ABORT_WAIT = 0.2
 
 
 @dataclass(slots=True)
@@ -99,6 +101,8 @@ class Node:
             presence, broker, settings.namespaces, settings.broker.presence_ttl, self.spawn
         )
         self.shutting_down = False
+        # Handshakes between the upgrade and the connect reply (server.websocket, [server] max_handshakes).
+        self.handshaking = 0
         self.events: EventSink = NO_EVENTS
         self.proxy: Proxy = NO_PROXY
         self._control_listeners: dict[str, list[Callable[[dict[str, Any]], None]]] = {}
@@ -122,10 +126,20 @@ class Node:
         """Tell every client to reconnect elsewhere, then wait (bounded) for them to go."""
         self.shutting_down = True
         conns = list(self.connections.values())
+        spread = self.settings.server.shutdown_reconnect_after
+        hint = (spread[0], spread[1]) if spread[1] > 0 else None
         for conn in conns:
-            conn.close(CloseCode.SHUTDOWN, "server shutting down")
-        if conns:
-            await asyncio.wait([c.finished for c in conns], timeout=timeout)
+            conn.close(CloseCode.SHUTDOWN, "server shutting down", hint)
+        if not conns:
+            return
+        _, late = await asyncio.wait([c.finished for c in conns], timeout=timeout)
+        if late:
+            # Peers that did not take their close in time: drop them, so that
+            # their handlers end now rather than when aiohttp cancels them.
+            for conn in conns:
+                if not conn.finished.done():
+                    conn.abort()
+            await asyncio.wait(late, timeout=ABORT_WAIT)
 
     async def close(self) -> None:
         own = [t for t in (self._pinger, self._checker, self._presence_task) if t is not None]

@@ -9,6 +9,7 @@ The memory broker cannot do that, so it refuses ``--workers`` above 1.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -16,10 +17,13 @@ import ssl
 import subprocess
 import sys
 import time
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from server.config import Settings
 from server.ops.logs import configure_logging
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = logging.getLogger("stagewire")
 
@@ -60,11 +64,9 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
 
 def serve(settings: Settings, *, reuse_port: bool = False) -> None:
     """Run one node until SIGTERM or SIGINT."""
-    from aiohttp import web
-
     from server.app import create_app
 
-    configure_logging(settings.server.log_format)
+    configure_logging(settings.server.log_format, connections=settings.server.connection_log)
     if settings.server.use_uvloop:
         try:
             import uvloop
@@ -73,23 +75,54 @@ def serve(settings: Settings, *, reuse_port: bool = False) -> None:
         except ImportError:  # uvloop is optional (not on Windows)
             pass
     raise_open_files_limit()
-    host, port = settings.server.host, settings.server.port
     tls = tls_context(settings)
+    asyncio.run(_run(create_app(settings), settings, tls, reuse_port))
+    # The interpreter's own teardown collects every object once more, which took
+    # about a second here; everything is closed by now, so let it skip that.
+    gc.disable()
+    gc.freeze()
 
-    def started(_: str) -> None:
+
+#: Seconds aiohttp gives HTTP requests still running once the WebSockets are closed (then as
+#: long again once cancelled). Requests run on while the connections drain, which has its own budget.
+HANDLER_GRACE = 0.25
+#: Seconds, past ``shutdown_timeout``, that the rest of the shutdown (cleanup contexts) may take.
+CLEANUP_BUDGET = 0.9
+
+
+async def _run(app: web.Application, settings: Settings, tls: ssl.SSLContext | None, reuse_port: bool) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down within ``shutdown_timeout`` + 1 s.
+
+    The shutdown is aiohttp's (stop listening, ``on_shutdown``: every client is
+    told to reconnect and given ``shutdown_timeout`` to go; then the cleanup
+    contexts), with a bound on the whole: whatever a peer or a backend does,
+    the process exits in time, and says what it had to cut short.
+    """
+    from aiohttp import web
+
+    host, port = settings.server.host, settings.server.port
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=HANDLER_GRACE)
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        site = web.TCPSite(runner, host, port, ssl_context=tls, reuse_port=reuse_port or None)
+        await site.start()
         log.info("serving on %s://%s:%s (pid %d, broker: %s, database: %s)", "https" if tls else "http",
                  host, port, os.getpid(), settings.broker.backend, settings.database.url.split("://", 1)[0])
-
-    web.run_app(
-        create_app(settings),
-        host=host,
-        port=port,
-        reuse_port=reuse_port or None,
-        ssl_context=tls,
-        shutdown_timeout=settings.server.shutdown_timeout,
-        print=started,
-        access_log=None,
-    )
+        await stop.wait()
+    finally:
+        budget = settings.server.shutdown_timeout + CLEANUP_BUDGET
+        started = time.monotonic()
+        try:
+            await asyncio.wait_for(runner.cleanup(), budget)
+        except asyncio.TimeoutError:
+            log.error("shutdown cut short after %.1f s (shutdown_timeout %.1f s)",
+                      time.monotonic() - started, settings.server.shutdown_timeout)
+        else:
+            log.info("stopped in %.2f s", time.monotonic() - started)
 
 
 def serve_workers(settings: Settings, workers: int, worker_argv: Sequence[str]) -> int:
@@ -101,7 +134,7 @@ def serve_workers(settings: Settings, workers: int, worker_argv: Sequence[str]) 
         )
     from models.db import close_db, init_db
 
-    configure_logging(settings.server.log_format)
+    configure_logging(settings.server.log_format, connections=settings.server.connection_log)
 
     async def migrate() -> None:
         # Once here, so that the workers do not race to apply the same migration.

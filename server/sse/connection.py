@@ -43,6 +43,10 @@ class StreamEnd:
     connection's close timeout) until the final chunk is written.
     """
 
+    #: As a WebSocket's: the node reads it for a connection that ended without a close of its own
+    #: (the reader went away). A stream has no close code.
+    close_code: int | None = None
+
     def __init__(self) -> None:
         self.done = asyncio.Event()
         self.drained = asyncio.Event()
@@ -112,4 +116,5 @@ class SseConnection(Connection):
 
     def _slow(self) -> None:
         self._sse_counters.slow_disconnects += 1
-        self.close(CloseCode.SLOW, "slow client: outbound buffer full")
+        self.cut_off(CloseCode.SLOW, "slow client: outbound buffer full")
+        self.end.done.set()  # an aborted stream has no close to wait for: the handler ends now

@@ -174,6 +174,32 @@ async def test_dead_peer_is_dropped_by_the_heartbeat(make_stagewire, tmp_path):
     client.ws.transport.abort()
 
 
+async def test_a_slow_client_with_a_backed_up_socket_is_aborted_at_once(make_stagewire, tmp_path):
+    sw = await make_stagewire(make_settings(tmp_path, client={"write_buffer_limit": 256 * 1024}))
+    node = sw.app[NODE]
+    slow = await sw.client("alice")
+    fast = await sw.client("bob")
+    await slow.result("subscribe", channel="news:flood")
+    (conn,) = node.connections_of("alice")
+    transport = conn.writer._transport
+    slow.ws.transport.pause_reading()  # it stopped reading
+    for i in range(400):
+        status, _ = await sw.api("POST", "/api/publish", {"channel": "news:flood", "data": "x" * 60_000})
+        assert status == 200
+        if node.counters.slow_disconnects:
+            break
+    assert node.counters.slow_disconnects == 1
+    # No close handshake waits behind what it did not read: its buffers are gone now.
+    assert transport.is_closing() and transport.get_write_buffer_size() == 0
+    for _ in range(100):
+        if not node.connections_of("alice"):
+            break
+        await asyncio.sleep(0.01)
+    assert not node.connections_of("alice")
+    assert await fast.result("ping") == {}  # and nobody else noticed
+    slow.ws.transport.abort()
+
+
 async def test_app_level_pings_are_pushed(make_stagewire, tmp_path):
     sw = await make_stagewire(make_settings(tmp_path, client={"ping_interval": 0.2}))
     client = await sw.client("alice")
@@ -223,3 +249,24 @@ async def test_nasty_input_never_breaks_the_connection(stagewire):
     answers = [m for m in client.pending() if m.get("type") != "ping"]
     assert len(answers) == len(NASTY_FRAMES), answers
     assert all("result" in m or isinstance(m.get("error", {}).get("code"), int) for m in answers), answers
+
+
+async def test_handshakes_over_the_admission_limit_are_told_to_try_again_before_the_upgrade(make_stagewire, tmp_path):
+    sw = await make_stagewire(make_settings(tmp_path, server={"max_handshakes": 2}))
+    token = await sw.token("alice")
+    waiting = [await sw.raw_client(), await sw.raw_client()]  # upgraded, no connect yet: 2 in progress
+    upgrade = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+               "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+    async with sw.http.get(sw.url + "/ws", headers=upgrade) as r:
+        assert r.status == 503 and r.headers["Retry-After"] == "1"
+        assert await r.json() == {"try_again": 1000}
+    assert sw.app[NODE].counters.connects_deferred == 1
+    assert "result" in await waiting[0].call("connect", token=token)  # one handshake done: room for one
+    third = await sw.client(token=token)
+    assert await third.result("ping") == {}
+    await waiting[1].close()  # a handshake given up frees its place too
+    for _ in range(100):
+        if sw.app[NODE].handshaking == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert sw.app[NODE].handshaking == 0

@@ -30,7 +30,7 @@ async def make_store(redis_url: str, prefix: str):
 
     async def make(ttl: float, **overrides) -> RedisPresence:
         """A store of its own node: its own Redis client, as every node has."""
-        options = {"redis_url": redis_url, "prefix": prefix, "presence_ttl": ttl, "socket_timeout": 0.5}
+        options = {"redis_url": redis_url, "prefix": prefix, "presence_ttl": ttl, "socket_timeout": 2.0}
         client = RedisClient(BrokerSettings(backend="redis", **{**options, **overrides}))
         clients.append(client)
         return RedisPresence(client)

@@ -168,6 +168,7 @@ async def storm(server: Proc, args: argparse.Namespace) -> dict[str, Any]:
     async with aiohttp.ClientSession() as http:
         for c in range(args.channels):
             await publish(http, server.port, f"bench:restart-{c}", {"before": "restart"})
+    print(f"published to {args.channels} channels", file=sys.stderr)
     await asyncio.sleep(1.0)
     rss_before = server.status_kib("VmRSS")
 
@@ -181,7 +182,9 @@ async def storm(server: Proc, args: argparse.Namespace) -> dict[str, Any]:
     assert server.proc is not None
     await server.proc.wait()
     stopped = time.perf_counter() - sigterm
+    print(f"SIGTERM: exited after {stopped:.1f} s", file=sys.stderr)
     ready = await server.start() + stopped
+    print(f"restarted: ready {ready:.1f} s after SIGTERM", file=sys.stderr)
     done, pending = await asyncio.wait(back, timeout=args.timeout)
     for task in pending:
         task.cancel()

@@ -124,7 +124,7 @@ async def test_unreachable_redis_fails_fast(make_store, channel):
 
 
 async def test_stalled_redis_times_out(make_store, proxy: RedisProxy, channel):  # noqa: F811
-    store = await make_store(30, redis_url=f"redis://127.0.0.1:{proxy.port}/0")
+    store = await make_store(30, redis_url=f"redis://127.0.0.1:{proxy.port}/0", socket_timeout=0.5)
     entry = PresenceEntry(channel, "c1", "alice")
     assert await store.add(entry) is True
     proxy.stall()

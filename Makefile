@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test typecheck install bench fuzz fuzz-ws fuzz-pusher fuzz-http soak clean
+.PHONY: run test typecheck install bench bench-connect bench-restart fuzz fuzz-ws fuzz-pusher fuzz-sse fuzz-http soak chaos chaos-redis chaos-node slow-clients clean
 
 # Reinstalled whenever either project's metadata changes (the client is a
 # separate distribution in client/, installed editable beside the server).
@@ -29,17 +29,27 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.fanout $(BENCH_ARGS)
 
+# Connects+auths+subscribes per second beside the bare prototype; a 10,000-client restart.
+bench-connect: $(STAMP)
+	$(BIN)/python -m bench.connect --clients 1000 --inflight 100 --rounds 3
+
+bench-restart: $(STAMP)
+	$(BIN)/python -m bench.restart --clients 10000
+
 # Fuzzing at volume (make test runs the same harnesses at a small one).
 FUZZ_RUNS ?= 1000000
 FUZZ_EXAMPLES ?= 2000
 
-fuzz: fuzz-ws fuzz-pusher fuzz-http
+fuzz: fuzz-ws fuzz-pusher fuzz-sse fuzz-http
 
 fuzz-ws: $(STAMP)
 	$(BIN)/python -m bench.fuzz_ws -atheris_runs=$(FUZZ_RUNS) -max_len=4096
 
 fuzz-pusher: $(STAMP)
 	$(BIN)/python -m bench.fuzz_pusher -atheris_runs=$(FUZZ_RUNS) -max_len=4096
+
+fuzz-sse: $(STAMP)
+	$(BIN)/python -m bench.fuzz_sse -atheris_runs=$(FUZZ_RUNS) -max_len=1024
 
 fuzz-http: $(STAMP)
 	$(BIN)/python -m bench.fuzz_http --max-examples $(FUZZ_EXAMPLES)
@@ -48,6 +58,18 @@ fuzz-http: $(STAMP)
 SOAK_ARGS ?= --minutes 30
 soak: $(STAMP)
 	$(BIN)/python -m bench.soak $(SOAK_ARGS)
+
+# Fault scenarios of docs/reliability.md, each about a minute, each with a private redis-server.
+chaos: chaos-redis chaos-node slow-clients
+
+chaos-redis: $(STAMP)
+	$(BIN)/python -m bench.chaos_redis --subscribers 1000
+
+chaos-node: $(STAMP)
+	$(BIN)/python -m bench.chaos_node --subscribers 1000 --presence-ttl 6
+
+slow-clients: $(STAMP)
+	$(BIN)/python -m bench.slow_clients --slow 1000
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

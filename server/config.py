@@ -41,10 +41,19 @@ class ServerSettings:
     port: int = 8080
     allowed_origins: tuple[str, ...] = ()
     shutdown_timeout: float = 5.0
+    # [min_ms, max_ms] sent with the SIGTERM disconnect (4000): each client waits a random
+    # time in it before reconnecting, so a restart's clients come back spread out. [0, 0]: none.
+    shutdown_reconnect_after: tuple[int, int] = (500, 5000)
+    # WebSocket handshakes (upgrade to connect reply) in progress at most; more get HTTP 503
+    # with {"try_again": ms} before the upgrade. 0: no limit.
+    max_handshakes: int = 0
     static_dir: str = "static"
     workers: int = 1
     use_uvloop: bool = True
     log_format: str = "json"  # json | text (stagewire serve)
+    # One INFO line per connection opened and closed, on the logger stagewire.connections
+    # (server/ops/logs.py): opt-in, as in a reconnect storm they cost about a seventh of each connect.
+    connection_log: bool = False
     stats_channel: str = "ops:stats"  # "" for none; see server/ops/stats.py
     stats_interval: float = 1.0  # seconds; 0 for none
     header_timeout: float = 10.0  # seconds to send a request's headers (and to idle between requests)
@@ -56,6 +65,9 @@ class ServerSettings:
             raise ConfigError("server.log_format: json or text")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("server.tls_cert and server.tls_key go together")
+        spread = self.shutdown_reconnect_after
+        if len(spread) != 2 or not 0 <= spread[0] <= spread[1]:
+            raise ConfigError("server.shutdown_reconnect_after: [min_ms, max_ms] with 0 <= min_ms <= max_ms")
 
 
 @dataclass(frozen=True)
@@ -108,6 +120,25 @@ class BrokerSettings:
     ping_interval: float = 5.0  # a silent pub/sub connection is pinged, and dropped after 2x
     reconnect_min_delay: float = 0.1  # reconnect backoff: doubles from min to max, ±20% jitter
     reconnect_max_delay: float = 5.0
+    # Redis Cluster: "host:port" of some of its nodes; set, it replaces redis_url,
+    # and pub/sub is sharded per slot owner (see server/broker/redis_cluster.py).
+    cluster_nodes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for node in self.cluster_nodes:
+            host, _, port = node.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigError(f"broker.cluster_nodes: {node!r} is not host:port")
+
+    @property
+    def cluster(self) -> bool:
+        """Whether Redis is a Redis Cluster (``cluster_nodes`` set)."""
+        return bool(self.cluster_nodes)
+
+    @property
+    def sharded(self) -> bool:
+        """Whether pub/sub is sharded (SSUBSCRIBE/SPUBLISH): asked for, or implied by a cluster."""
+        return self.sharded_pubsub or self.cluster
 
 
 @dataclass(frozen=True)
@@ -139,6 +170,8 @@ class PusherWebhookSettings:
     url: str = ""
     event_types: tuple[str, ...] = ()
     filter: PusherWebhookFilter = field(default_factory=PusherWebhookFilter)
+    # Pusher's "batch webhooks": a POST carries every event waiting (up to [hooks] batch_max); false: one each.
+    batch: bool = True
     # Names the webhook in the outbox, the CLI and /metrics (as "pusher:<app id>:<name>"); the URL by default.
     name: str = ""
 
@@ -475,6 +508,8 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where} must be a list")
+        if item in (int, float):
+            return tuple(_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value))
         return tuple(str(v) for v in value)
     if hint is bool:
         if isinstance(value, bool):

@@ -167,14 +167,18 @@ class Connection:
 
     # -- closing ------------------------------------------------------------
 
-    def close(self, code: CloseCode, reason: str) -> None:
-        """Send ``disconnect`` and close the WebSocket; safe to call many times."""
+    def close(self, code: CloseCode, reason: str, reconnect_after: tuple[int, int] | None = None) -> None:
+        """Send ``disconnect`` and close the WebSocket; safe to call many times.
+
+        ``reconnect_after`` (``[min_ms, max_ms]``) goes into the push: how long the
+        client should wait before it reconnects.
+        """
         if self.state is State.CLOSING:
             return
         self.state = State.CLOSING
         self.closed_with = (int(code), reason)
         self._cancel_expiry()
-        self.send_last(code, reason)
+        self.send_last(code, reason, reconnect_after)
         self._close_task = self._spawn(self._close_ws(code, reason))
 
     async def wait_closed(self) -> None:
@@ -182,14 +186,13 @@ class Connection:
         if self._close_task is not None:
             await asyncio.shield(self._close_task)
 
-    def send_last(self, code: CloseCode, reason: str) -> None:
+    def send_last(self, code: CloseCode, reason: str, reconnect_after: tuple[int, int] | None = None) -> None:
         """Write the ``disconnect`` push now, after what is queued; nothing is sent after it."""
         writer = self.writer
         if writer.closed:
             return
-        writer.enqueue(
-            protocol.encode(protocol.disconnect_push(int(code), reason, code.reconnect), self.encoding)
-        )
+        push = protocol.disconnect_push(int(code), reason, code.reconnect, reconnect_after)
+        writer.enqueue(protocol.encode(push, self.encoding))
         writer.flush()
         writer.closed = True
 

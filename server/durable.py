@@ -36,9 +36,9 @@ from typing import Any
 
 import orjson
 from tortoise.exceptions import IntegrityError
-from tortoise.transactions import in_transaction
 
 from models.publication import PublicationRecord
+from models.transactions import CommitInDoubt, transaction
 from server.broker.base import (
     IDEMPOTENCY_TTL,
     Broker,
@@ -56,6 +56,8 @@ MAX_ATTEMPTS = 5
 # Redelivery of committed rows the broker could not take: first retry, and the cap of the backoff.
 REDELIVER_MIN_DELAY = 0.2
 REDELIVER_MAX_DELAY = 5.0
+# A commit cut off before the database answered is read back for this long before it counts as lost.
+IN_DOUBT_BUDGET = 10.0
 
 
 @dataclass(slots=True)
@@ -161,6 +163,14 @@ class DurableLog:
             except BrokerUnavailable as exc:
                 self._fail(batch, exc)
                 return
+            except CommitInDoubt:
+                if await _stored_after_all(rows):
+                    break
+                log.warning("storing %d durable publications failed", len(batch), exc_info=True)
+                for pending in batch:
+                    self._positions.pop(pending.channel, None)
+                self._fail(batch, CommandError(ErrorCode.UNAVAILABLE, "could not store the publication"))
+                return
             except Exception:
                 log.warning("storing %d durable publications failed", len(batch), exc_info=True)
                 for pending in batch:
@@ -199,7 +209,8 @@ class DurableLog:
         next_position: dict[str, StreamPosition] = {}
         created_at = datetime.now(timezone.utc)
         for pending in batch:
-            position = next_position.get(pending.channel) or await self.position(pending.channel)
+            # Our own last number: a stale one is refused by the unique constraint, and renumbered.
+            position = next_position.get(pending.channel) or await self._load_position(pending.channel)
             position = StreamPosition(position.offset + 1, position.epoch)
             next_position[pending.channel] = position
             rows.append(
@@ -272,12 +283,38 @@ class DurableLog:
     # -- reading ------------------------------------------------------------------
 
     async def position(self, channel: str) -> StreamPosition:
+        """The channel's newest position, other nodes' publications included."""
+        if channel not in self._positions:
+            return await self._load_position(channel)
+        return await self._newest(channel, await self._broker.position(channel))
+
+    async def _newest(self, channel: str, seen: StreamPosition) -> StreamPosition:
+        """The newer of ours and ``seen``, the broker's: another node may have published since our last commit.
+
+        Ours is ahead while our own rows are on their way to the broker (in flight
+        or delayed); they reach the subscribers as live publications after it.
+        """
+        cached = self._positions.get(channel)
+        if cached is None or seen.epoch != cached.epoch:
+            self._positions.pop(channel, None)
+            return await self._load_position(channel)
+        if seen.offset > cached.offset:
+            cached = self._positions[channel] = StreamPosition(seen.offset, seen.epoch)
+        return cached
+
+    async def _load_position(self, channel: str) -> StreamPosition:
         """The channel's position as stored; the broker is brought in line with it."""
         cached = self._positions.get(channel)
         if cached is not None:
             return cached
         last = await PublicationRecord.filter(channel=channel).order_by("-seq").first()
-        broker_position = await self._broker.position(channel)
+        try:
+            broker_position = await self._broker.position(channel)
+        except BrokerUnavailable:
+            if last is None:
+                raise  # a new channel's epoch comes from the broker
+            # Numbering needs only the database; the broker is brought in line once it is back.
+            return StreamPosition(last.seq, last.epoch)
         if last is None:
             position = broker_position
         else:
@@ -303,8 +340,8 @@ class DurableLog:
         The newest ``limit`` publications (``reverse``), or the ``limit`` ones
         right after ``since``; none if ``since`` names another epoch.
         """
-        pubs, _ = await self._broker.history(channel, since=since, limit=limit, reverse=reverse)
-        top = await self.position(channel)
+        pubs, seen = await self._broker.history(channel, since=since, limit=limit, reverse=reverse)
+        top = await self._newest(channel, seen)
         start = since if since is not None else StreamPosition(0, top.epoch)
         if start.epoch != top.epoch:
             return [], top
@@ -367,7 +404,7 @@ async def _insert(rows: list[_Row]) -> None:
     cost more than the database does.
     """
     meta = PublicationRecord._meta
-    async with in_transaction() as connection:
+    async with transaction() as connection:
         executor = connection.executor_class(model=PublicationRecord, db=connection)
         fields = [meta.fields_map[meta.fields_db_projection_reverse[c]] for c in executor.regular_columns]
         values = [
@@ -375,6 +412,28 @@ async def _insert(rows: list[_Row]) -> None:
             for row in rows
         ]
         await connection.execute_many(executor.insert_query, values)
+
+
+async def _stored_after_all(rows: list[_Row]) -> bool:
+    """Whether a transaction whose ``COMMIT`` went unanswered was stored (it is all or nothing).
+
+    Read back once the database answers again, within :data:`IN_DOUBT_BUDGET`. The
+    same offset may have been taken by another node since, so the row must be ours.
+    """
+    first = rows[0]
+    deadline = asyncio.get_running_loop().time() + IN_DOUBT_BUDGET
+    delay = 0.05
+    while True:
+        try:
+            found = await PublicationRecord.get_or_none(channel=first.channel, epoch=first.epoch, seq=first.seq)
+        except Exception:
+            if asyncio.get_running_loop().time() + delay > deadline:
+                log.warning("could not read back an unanswered commit of %s", first.channel)
+                return False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+            continue
+        return found is not None and found.data == first.data and found.created_at == first.created_at
 
 
 def _publication(row: PublicationRecord) -> Publication:

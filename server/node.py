@@ -97,6 +97,8 @@ class Node:
             presence, broker, settings.namespaces, settings.broker.presence_ttl, self.spawn
         )
         self.shutting_down = False
+        # Handshakes between the upgrade and the connect reply (server.websocket, [server] max_handshakes).
+        self.handshaking = 0
         self.events: EventSink = NO_EVENTS
         self.proxy: Proxy = NO_PROXY
         self._control_listeners: dict[str, list[Callable[[dict[str, Any]], None]]] = {}
@@ -119,8 +121,10 @@ class Node:
         """Tell every client to reconnect elsewhere, then wait (bounded) for them to go."""
         self.shutting_down = True
         conns = list(self.connections.values())
+        spread = self.settings.server.shutdown_reconnect_after
+        hint = (spread[0], spread[1]) if spread[1] > 0 else None
         for conn in conns:
-            conn.close(CloseCode.SHUTDOWN, "server shutting down")
+            conn.close(CloseCode.SHUTDOWN, "server shutting down", hint)
         if not conns:
             return
         _, late = await asyncio.wait([c.finished for c in conns], timeout=timeout)

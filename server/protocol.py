@@ -198,8 +198,17 @@ def unsubscribe_push(channel: str, reason: str) -> dict[str, Any]:
     return {"type": "unsubscribe", "channel": channel, "reason": reason}
 
 
-def disconnect_push(code: int, reason: str, reconnect: bool) -> dict[str, Any]:
-    return {"type": "disconnect", "code": code, "reason": reason, "reconnect": reconnect}
+def disconnect_push(code: int, reason: str, reconnect: bool,
+                    reconnect_after: tuple[int, int] | None = None) -> dict[str, Any]:
+    """The last message before the server closes; ``reconnect_after`` is ``[min_ms, max_ms]``.
+
+    With ``reconnect_after``, a client that reconnects waits a random time in
+    that range first (a draining node spreads its clients out in time).
+    """
+    push: dict[str, Any] = {"type": "disconnect", "code": code, "reason": reason, "reconnect": reconnect}
+    if reconnect_after is not None:
+        push["reconnect_after"] = list(reconnect_after)
+    return push
 
 
 PING_PUSH = {"type": "ping"}

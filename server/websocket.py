@@ -25,6 +25,9 @@ from server.hooks.subscriptions import server_subscribe
 
 log = logging.getLogger("stagewire.websocket")
 
+#: Milliseconds a client refused by ``[server] max_handshakes`` is told to wait (``try_again``).
+TRY_AGAIN_MS = 1000
+
 
 class ConnectParams(Params):
     # Without a token, the backend's connect proxy decides from the request's cookies and headers.
@@ -80,6 +83,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE]
     transport = request.transport
     if transport is None:
+        node.handshaking -= 1
         return ws
     conn = node.connect(ws, transport, protocol.encoding_for(ws.ws_protocol), request.remote)
     ws.connection = conn
@@ -89,7 +93,10 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     table = request.app[HANDLER_TABLE]
     try:
         http_request = logs.request_id.get()
-        await _handshake(ctx, ws, settings.client.connect_timeout, table, request.headers)
+        try:
+            await _handshake(ctx, ws, settings.client.connect_timeout, table, request.headers)
+        finally:
+            node.handshaking -= 1
         logs.request_id.set(http_request)
         async for msg in ws:
             conn.heard = True
@@ -114,10 +121,11 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         finally:
             if not conn.finished.done():
                 conn.finished.set_result(None)
-            log.info("connection closed", extra={
-                "code": ws.close_code, "seconds": round(time.perf_counter() - started, 3),
-                "user": conn.identity.username if conn.identity else None,
-            })
+            if logs.connection_log.isEnabledFor(logging.INFO):
+                logs.connection_log.info("connection closed", extra={
+                    "code": ws.close_code, "seconds": round(time.perf_counter() - started, 3),
+                    "user": conn.identity.username if conn.identity else None,
+                })
     return ws
 
 
@@ -129,6 +137,14 @@ async def _upgrade(request: web.Request) -> _WebSocket:
         raise web.HTTPForbidden(text="origin not allowed")
     if node.shutting_down:
         raise web.HTTPServiceUnavailable(text="shutting down")
+    limit = settings.server.max_handshakes
+    if limit and node.handshaking >= limit:
+        # Before the upgrade, so that a storm of reconnects costs this node almost nothing.
+        node.counters.connects_deferred += 1
+        raise web.HTTPServiceUnavailable(
+            text=f'{{"try_again": {TRY_AGAIN_MS}}}', content_type="application/json",
+            headers={"Retry-After": str(max(1, TRY_AGAIN_MS // 1000))},
+        )
     ws = _WebSocket(
         protocols=protocol.SUBPROTOCOLS,
         # The node's heartbeat sweep pings every connection (Connection.heartbeat):
@@ -140,7 +156,12 @@ async def _upgrade(request: web.Request) -> _WebSocket:
     )
     if not ws.can_prepare(request).ok:
         raise web.HTTPBadRequest(text="expected a WebSocket upgrade")
-    await ws.prepare(request)
+    node.handshaking += 1  # until the connect command is done (the caller's finally)
+    try:
+        await ws.prepare(request)
+    except BaseException:
+        node.handshaking -= 1
+        raise
     return ws
 
 
@@ -194,9 +215,10 @@ async def _handshake(
             raise Disconnect(CloseCode.UNAVAILABLE, exc.message) from None
         raise Disconnect(CloseCode.BAD_REQUEST, exc.message) from None
     ctx.node.set_identity(conn, identity)
-    log.info("connected", extra={
-        "user": identity.username, "encoding": conn.encoding.value, "remote": conn.remote,
-    })
+    if logs.connection_log.isEnabledFor(logging.INFO):
+        logs.connection_log.info("connected", extra={
+            "user": identity.username, "encoding": conn.encoding.value, "remote": conn.remote,
+        })
     result: dict[str, Any] = {
         "client": conn.id,
         "user": identity.public(),

@@ -8,6 +8,12 @@
 /** Whether a connection closed with `code` should be reopened (docs/protocol.md, close codes). */
 export function shouldReconnect(code: number): boolean;
 
+/** Milliseconds before reconnect attempt `attempt` (0 first): random in [0, min(maxDelay, minDelay·2^attempt)]. */
+export function backoffDelay(attempt: number, minDelay: number, maxDelay: number): number;
+
+/** Milliseconds a `disconnect` push's `reconnect_after: [min_ms, max_ms]` asks for (random in it); null if malformed. */
+export function hintedDelay(hint: unknown): number | null;
+
 /** The server refused a command or an HTTP request: `code` is the numeric error code. */
 export class StagewireError extends Error {
   constructor(code: number, message: string, options?: { fields?: Record<string, string> | null; temporary?: boolean; status?: number | null });

@@ -9,7 +9,8 @@
 //
 // It speaks docs/protocol.md: connect with a token, subscribe, publish, call
 // any handler and await its reply; several messages per frame both ways;
-// reconnect with jittered exponential backoff following the close-code ranges;
+// reconnect with full-jitter exponential backoff following the close-code ranges
+// (and the server's `reconnect_after` hint);
 // resubscribe with the last offset and epoch and report `recovered`; refresh
 // the token before it expires (or, with `cookies: true`, connect with the page's
 // cookies and let the server's connect proxy decide); JSON, or msgpack (static/vendor/msgpack, loaded
@@ -20,6 +21,26 @@ const FINAL_STANDARD_CODES = new Set([1000, 1002, 1003, 1007, 1008, 1009, 1010])
 const MAX_COMMANDS_PER_FRAME = 100;
 const TOKEN_EXPIRED_CLOSE = 4003;
 const TOKEN_EXPIRED_ERROR = 109;
+
+/**
+ * Milliseconds to wait before reconnect attempt `attempt` (0 for the first): full jitter,
+ * uniformly random in [0, min(maxDelay, minDelay * 2^attempt)], so that clients cut off
+ * together come back spread over the whole step.
+ */
+export function backoffDelay(attempt, minDelay, maxDelay) {
+  return Math.random() * Math.min(maxDelay, minDelay * 2 ** Math.min(attempt, 32));
+}
+
+/**
+ * The wait a `disconnect` push's `reconnect_after: [min_ms, max_ms]` asks for: uniformly
+ * random in the range; null when `hint` is not such a range.
+ */
+export function hintedDelay(hint) {
+  if (!Array.isArray(hint) || hint.length !== 2) return null;
+  const [low, high] = hint;
+  if (typeof low !== "number" || typeof high !== "number" || !(low >= 0) || !(high >= low)) return null;
+  return low + Math.random() * (high - low);
+}
 
 /** Whether a connection closed with `code` should be reopened (see docs/protocol.md, close codes). */
 export function shouldReconnect(code) {
@@ -361,7 +382,7 @@ export class Stagewire {
       const code = disconnectPush ? disconnectPush.code : event.code;
       const reason = disconnectPush ? disconnectPush.reason : event.reason;
       const reconnect = disconnectPush ? !!disconnectPush.reconnect : shouldReconnect(code);
-      this._lost(code, reason, reconnect);
+      this._lost(code, reason, reconnect, disconnectPush ? disconnectPush.reconnect_after : undefined);
     };
   }
 
@@ -404,7 +425,7 @@ export class Stagewire {
     }
   }
 
-  _lost(code, reason, reconnect) {
+  _lost(code, reason, reconnect, hint) {
     if (this.state === "closed") return;
     this._ws = null;
     this._clearTimers();
@@ -416,17 +437,17 @@ export class Stagewire {
     if (code === TOKEN_EXPIRED_CLOSE) this._token = null;
     this._emit("disconnect", { code, reason, reconnect });
     if (!reconnect) { this._finish(code, reason); return; }
-    this._schedule(code, reason);
+    this._schedule(hint);
   }
 
-  _schedule() {
+  _schedule(hint) {
     if (this.state === "closed") return;
-    this._setState(this._everConnected ? "reconnecting" : "connecting");
-    const base = Math.min(this.options.maxDelay, this.options.minDelay * 2 ** this._attempt);
-    // Between half and all of the step, so that clients cut off together come back apart.
-    const delay = base / 2 + Math.random() * (base / 2);
+    // The server's hint (a draining node spreading its clients out) replaces the first step.
+    const hinted = this._attempt === 0 ? hintedDelay(hint) : null;
+    const delay = hinted ?? backoffDelay(this._attempt, this.options.minDelay, this.options.maxDelay);
     this._attempt += 1;
-    this.nextRetryIn = delay;
+    this.nextRetryIn = delay; // set before the state event, so that its listeners see it
+    this._setState(this._everConnected ? "reconnecting" : "connecting");
     clearTimeout(this._timers.reconnect);
     this._timers.reconnect = setTimeout(() => this._open(), delay);
   }

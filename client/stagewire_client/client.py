@@ -6,8 +6,9 @@
 
 A :class:`Client` holds one :class:`~stagewire_client.connection.Link` at a
 time. When it ends with a reconnect code (1001, 1006, 4000-4499) or a silent
-server, the client opens a new one after a capped, jittered exponential
-backoff, authenticates again (asking the token provider for a fresh token
+server, the client opens a new one after a capped exponential backoff with
+full jitter (or, first, the wait the server's ``disconnect`` push asked for
+with ``reconnect_after``), authenticates again (asking the token provider for a fresh token
 when the old one expired) and resubscribes every channel with the last
 offset and epoch it saw, so that what was missed is recovered. Final codes
 (4500-4999, 1000, 1009) end the client: calls and subscription iterators then
@@ -45,12 +46,24 @@ TokenProvider = Callable[[], Awaitable[str]]
 def backoff(attempt: int, min_delay: float, max_delay: float) -> float:
     """Seconds to wait before reconnect attempt ``attempt`` (0 for the first).
 
-    The delay doubles from ``min_delay`` up to ``max_delay``, and a random
-    half of it is taken off, so that clients cut off together do not all
-    come back at the same instant.
+    Full jitter: uniformly random in ``[0, min(max_delay, min_delay * 2**attempt)]``,
+    so that clients cut off together come back spread over the whole step
+    rather than bunched at its end.
     """
-    base = min(max_delay, min_delay * 2.0 ** min(attempt, 32))
-    return base * (0.5 + random.random() / 2)
+    return random.random() * min(max_delay, min_delay * 2.0 ** min(attempt, 32))
+
+
+def hinted_delay(hint: Any) -> float | None:
+    """Seconds a ``disconnect`` push's ``reconnect_after: [min_ms, max_ms]`` asks for, or None.
+
+    Uniformly random in the range; None when ``hint`` is not such a range.
+    """
+    if not isinstance(hint, (list, tuple)) or len(hint) != 2:
+        return None
+    low, high = hint
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) or not 0 <= low <= high:
+        return None
+    return random.uniform(low, high) / 1000.0
 
 
 def refresh_delay(expires_in: float) -> float:
@@ -237,13 +250,17 @@ class Client(Commands):
                 raise ClientError("not connected: use `async with Client(...)` or `await client.connect()`")
             await self._connected.wait()
 
-    async def _send_subscribe(self, link: Link, sub: Subscription) -> None:
+    async def _send_subscribe(self, link: Link, sub: Subscription, attempt: int = 0) -> None:
         recovering = sub.need_recovery
         params: dict[str, Any] = {"channel": sub.channel}
         if recovering:
             params.update(recover=True, offset=sub.offset, epoch=sub.epoch)
 
         def refused(error: StagewireError) -> None:
+            if error.temporary and self._subs.get(sub.channel) is sub:
+                # The server cannot serve it now (its broker is away): ask again, it stays ours.
+                self._spawn(self._retry_subscribe(link, sub, attempt))
+                return
             if self._subs.get(sub.channel) is sub:
                 del self._subs[sub.channel]
             sub._refused(error)
@@ -255,6 +272,12 @@ class Client(Commands):
             await future
         except (StagewireError, Disconnected):
             pass  # refused: handled in the reader; lost: resubscribed on reconnect
+
+    async def _retry_subscribe(self, link: Link, sub: Subscription, attempt: int) -> None:
+        await asyncio.sleep(backoff(attempt, *self._delays))
+        # Not if the connection was replaced meanwhile: the new one resubscribes by itself.
+        if self._link is link and self._subs.get(sub.channel) is sub:
+            await self._send_subscribe(link, sub, attempt + 1)
 
     async def _unsubscribe(self, sub: Subscription) -> None:
         if self._subs.get(sub.channel) is sub:
@@ -310,16 +333,19 @@ class Client(Commands):
                 return
             log.warning("connection lost: %s (%d), reconnecting", end.reason, end.code)
             self._invoke(self._on_disconnect, end)
-            next_link = await self._reopen()
+            next_link = await self._reopen(hinted_delay(link.reconnect_after))
             if next_link is None:
                 return
             link = next_link
 
-    async def _reopen(self) -> Link | None:
-        """Try again and again, with backoff, until a connection opens or a final refusal."""
+    async def _reopen(self, first_delay: float | None = None) -> Link | None:
+        """Try again and again, with backoff, until a connection opens or a final refusal.
+
+        ``first_delay``, when given (the server's hint), replaces the first step of the backoff.
+        """
         attempt = 0
         while True:
-            delay = backoff(attempt, *self._delays)
+            delay = first_delay if attempt == 0 and first_delay is not None else backoff(attempt, *self._delays)
             attempt += 1
             await asyncio.sleep(delay)
             try:

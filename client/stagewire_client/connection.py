@@ -192,6 +192,11 @@ class Link:
             if not pending.future.done():
                 pending.future.set_result(parsed.result)
 
+    @property
+    def reconnect_after(self) -> Any:
+        """The ``reconnect_after`` of the ``disconnect`` push received, if any (unchecked)."""
+        return self._disconnect.get("reconnect_after") if self._disconnect is not None else None
+
     def _ended(self, exc: ConnectionClosed) -> Disconnected:
         """Why the connection ended: the ``disconnect`` push if any, else the close frame."""
         if self._disconnect is not None:

@@ -18,7 +18,7 @@ import logging
 from datetime import datetime, timezone
 from typing import Any
 
-from tortoise.transactions import in_transaction
+from models.transactions import transaction
 
 from handlers.rooms import schemas
 from handlers.rooms.access import Actor, ServiceBase, denied, not_found
@@ -55,7 +55,7 @@ class MessagesService(ServiceBase):
     async def edit(self, actor: Actor, params: schemas.EditMessage) -> dict[str, Any]:
         self.check_body(params.body)
         await self.membership(params.room, actor)
-        async with in_transaction():
+        async with transaction():
             message = await self._locked(params)
             if message.author_id != actor.user_id:  # type: ignore[attr-defined]
                 raise denied("only the author may edit a message")
@@ -69,7 +69,7 @@ class MessagesService(ServiceBase):
 
     async def delete(self, actor: Actor, params: schemas.MessageRef) -> dict[str, Any]:
         membership = await self.membership(params.room, actor)
-        async with in_transaction():
+        async with transaction():
             message = await self._locked(params)
             if message.author_id != actor.user_id and not self.role(membership).moderates:  # type: ignore[attr-defined]
                 raise denied("only the author or a room admin may delete a message")

@@ -20,7 +20,7 @@ from typing import Any
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.functions import Count
-from tortoise.transactions import in_transaction
+from models.transactions import transaction
 
 from handlers.rooms import schemas
 from handlers.rooms.access import Actor, ServiceBase, conflict, denied, not_found
@@ -33,7 +33,7 @@ class RoomsService(ServiceBase):
     """Rooms and memberships; one per call (see :mod:`handlers.rooms.access`)."""
 
     async def create(self, actor: Actor, params: schemas.CreateRoom) -> dict[str, Any]:
-        async with in_transaction():
+        async with transaction():
             room = await Room.create(
                 name=params.name, topic=params.topic, is_public=params.public, created_by_id=actor.user_id
             )
@@ -93,7 +93,7 @@ class RoomsService(ServiceBase):
         if invitee is None:
             raise not_found(f"no user {params.user!r}", {"user": "no such user"})
         try:
-            async with in_transaction():
+            async with transaction():
                 membership = await Membership.create(
                     room_id=room.id, user_id=invitee.id, role=params.role, invited_by_id=actor.user_id
                 )
@@ -113,7 +113,7 @@ class RoomsService(ServiceBase):
         if not room.is_public:
             raise denied(f"room {room.id} is private: ask a member for an invitation")
         try:
-            async with in_transaction():
+            async with transaction():
                 membership = await Membership.create(room_id=room.id, user_id=actor.user_id)
         except IntegrityError:
             raise conflict(f"already a member of room {room.id}") from None
@@ -126,7 +126,7 @@ class RoomsService(ServiceBase):
         membership = await self.membership(params.room, actor)
         if self.role(membership) is RoomRole.OWNER:
             raise conflict("the owner cannot leave the room")
-        async with in_transaction():
+        async with transaction():
             await ReadMarker.filter(room_id=params.room, user_id=actor.user_id).delete()
             deleted = await Membership.filter(id=membership.id).delete()
         if not deleted:
@@ -150,7 +150,7 @@ class RoomsService(ServiceBase):
     async def _move_marker(self, room_id: int, user_id: int, message_id: int) -> int:
         """Move the marker up to ``message_id`` (never back); the marker's new position."""
         for _ in range(2):
-            async with in_transaction():
+            async with transaction():
                 marker = await ReadMarker.filter(room_id=room_id, user_id=user_id).select_for_update().first()
                 if marker is not None:
                     if message_id > marker.message_id:
@@ -158,7 +158,7 @@ class RoomsService(ServiceBase):
                         await marker.save(update_fields=["message_id", "updated_at"])
                     return int(marker.message_id)
             try:
-                async with in_transaction():
+                async with transaction():
                     await ReadMarker.create(room_id=room_id, user_id=user_id, message_id=message_id)
                 return message_id
             except IntegrityError:

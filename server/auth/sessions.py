@@ -35,6 +35,7 @@ from server.errors import CommandError, ErrorCode
 from server.auth.limiter import LoginLimiter, MemoryLoginLimiter, TooManyAttempts
 from server.auth.passwords import Passwords, is_common
 from server.auth.session_cache import SessionCache
+from server.auth.session_reader import SessionReader
 from server.auth.tokens import TokenClaims, TokenSigner, load_secrets
 
 __all__ = [
@@ -86,6 +87,7 @@ class Authenticator:
         self.tokens = TokenSigner(secrets, settings.token_ttl, clock=clock)
         self.limiter = limiter or MemoryLoginLimiter(settings.login_max_failures, settings.login_window)
         self.sessions = SessionCache(settings.session_cache_size, settings.session_cache_ttl)
+        self.reader = SessionReader()
         self._clock = clock
         self._admins = frozenset(name.lower() for name in settings.admins)
 
@@ -138,6 +140,41 @@ class Authenticator:
         token, expires_at = self.tokens.issue(user.id, str(session.id))
         return token, self._expires_in(expires_at), user
 
+    async def change_password(self, token: str, password: str, new_password: str,
+                              ip: str | None) -> tuple[Identity, list[str]]:
+        """Replace the password of the token's user, and revoke every other session of theirs.
+
+        Returns:
+            Whose it was, and the ids of the sessions revoked (to close their connections).
+
+        Raises:
+            CommandError: As :meth:`verify`; ``UNAUTHORIZED`` for a wrong
+                current password; ``BAD_REQUEST`` with ``fields`` for an
+                invalid new one.
+            TooManyAttempts: Too many recent failures for this IP or name.
+        """
+        identity = await self.verify(token)
+        try:
+            check_password(new_password)
+        except ValueError as exc:
+            raise CommandError(ErrorCode.BAD_REQUEST, "invalid fields", {"new_password": str(exc)}) from None
+        await self.limiter.acquire(ip, identity.username)
+        user = await User.get(id=identity.user_id)
+        if not await self.passwords.verify(user.password_hash, password):
+            raise CommandError(ErrorCode.UNAUTHORIZED, "wrong password")
+        await self.limiter.succeeded(ip, identity.username)
+        user.password_hash = await self.passwords.hash(new_password)
+        await user.save(update_fields=["password_hash"])
+        others = AuthSession.filter(user_id=user.id, revoked_at__isnull=True).exclude(id=identity.session_id)
+        revoked = [str(session_id) for session_id in await others.values_list("id", flat=True)]
+        for session_id in revoked:
+            self.sessions.revoke_session(session_id)
+        if revoked:
+            await AuthSession.filter(id__in=revoked).update(revoked_at=self._at(0))
+        for session_id in revoked:  # a connect may have read one back meanwhile
+            self.sessions.revoke_session(session_id)
+        return identity, revoked
+
     async def refresh(self, token: str) -> tuple[str, int, User]:
         """A new token for the same session, whose life is extended.
 
@@ -185,12 +222,21 @@ class Authenticator:
         if cached is not None and cached.user_id == claims.user_id and cached.expires_at > self._clock():
             return Identity(cached.user_id, cached.username, cached.role, claims.session_id, claims.expires_at)
         generation = self.sessions.generation
-        session = await self._session(claims)
-        user = session.user
-        role = self.role_of(user)
-        session_id = str(session.id)
-        self.sessions.put(session_id, user.id, user.username, role, session.expires_at.timestamp(), generation)
-        return Identity(user.id, user.username, role, session_id, claims.expires_at)
+        try:
+            session_id = uuid.UUID(claims.session_id)
+        except ValueError:
+            raise CommandError(ErrorCode.UNAUTHORIZED, "invalid token") from None
+        row = await self.reader.read(session_id)
+        if row is None or row.user_id != claims.user_id:
+            raise CommandError(ErrorCode.UNAUTHORIZED, "invalid token")
+        if row.revoked:
+            raise CommandError(ErrorCode.UNAUTHORIZED, "session revoked")
+        if row.expires_at <= self._clock():
+            raise CommandError(ErrorCode.TOKEN_EXPIRED, "session expired")
+        role = Role.ADMIN.value if row.username in self._admins else row.role
+        canonical = str(session_id)
+        self.sessions.put(canonical, row.user_id, row.username, role, row.expires_at, generation)
+        return Identity(row.user_id, row.username, role, canonical, claims.expires_at)
 
     def role_of(self, user: User) -> str:
         """The user's role, "admin" also for names listed in ``auth.admins``."""

@@ -57,6 +57,8 @@ from server.broker.base import (
     StreamPosition,
 )
 from server.broker.redis_client import RedisClient, unavailable
+from server.broker.redis_cluster import ClusterPubSub
+from server.broker.redis_cluster_commands import ClusterCommandPipeline
 from server.broker.redis_pipeline import CommandPipeline
 from server.broker.redis_pubsub import CLASSIC, SHARDED, PubSubShard, Timing
 
@@ -83,13 +85,13 @@ class RedisBroker:
         self._client = client
         self._settings = settings
         self._prefix = settings.prefix
-        self._mode = SHARDED if settings.sharded_pubsub else CLASSIC
-        self._publish_command = "SPUBLISH" if settings.sharded_pubsub else "PUBLISH"
+        self._mode = SHARDED if settings.sharded else CLASSIC
+        self._publish_command = "SPUBLISH" if settings.sharded else "PUBLISH"
         self._control = f"{settings.prefix}.control".encode()
         self.client_name = client.name
-        self._shards: list[PubSubShard] = []
+        self._shards: list[PubSubShard | ClusterPubSub] = []
         self._handler: BrokerHandler | None = None
-        self._pipeline: CommandPipeline | None = None
+        self._pipeline: CommandPipeline | ClusterCommandPipeline | None = None
 
     @property
     def healthy(self) -> bool:
@@ -115,23 +117,28 @@ class RedisBroker:
         """
         s = self._settings
         self._handler = handler
-        self._pipeline = CommandPipeline(self._client.make_connection)
         timing = Timing(
             confirm_timeout=2 * s.socket_timeout,
             ping_interval=s.ping_interval,
             min_delay=s.reconnect_min_delay,
             max_delay=s.reconnect_max_delay,
         )
-        self._shards = [
-            PubSubShard(str(i), self._client.make_connection, self._mode, timing, self._deliver, self._gap)
-            for i in range(max(1, s.pubsub_shards))
-        ]
+        if self._client.cluster is not None:
+            # A connection per master, each command and channel on its slot's (server/broker/redis_cluster.py).
+            self._pipeline = ClusterCommandPipeline(self._client)
+            self._shards = [ClusterPubSub(self._client, timing, self._deliver, self._gap)]
+        else:
+            self._pipeline = CommandPipeline(self._client.make_connection)
+            self._shards = [
+                PubSubShard(str(i), self._client.make_connection, self._mode, timing, self._deliver, self._gap)
+                for i in range(max(1, s.pubsub_shards))
+            ]
         self._shards[0].hold(self._control, _CONTROL)
         for shard in self._shards:
             shard.start()
         await asyncio.gather(*(shard.settled.wait() for shard in self._shards))
         if not self.healthy:
-            log.warning("Redis at %s is unreachable; retrying in the background", s.redis_url)
+            log.warning("%s is unreachable; retrying in the background", self._client.address)
 
     async def close(self) -> None:
         shards, self._shards = self._shards, []
@@ -243,7 +250,7 @@ class RedisBroker:
     def _pub_name(self, channel: str) -> str:
         return f"{self._prefix}.pub.{{{channel}}}"
 
-    def _shard(self, channel: str) -> PubSubShard:
+    def _shard(self, channel: str) -> PubSubShard | ClusterPubSub:
         if not self._shards:
             raise BrokerUnavailable("the Redis broker is not started")
         # crc32 rather than hash(): stable across processes and restarts.

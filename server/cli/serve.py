@@ -66,7 +66,7 @@ def serve(settings: Settings, *, reuse_port: bool = False) -> None:
     """Run one node until SIGTERM or SIGINT."""
     from server.app import create_app
 
-    configure_logging(settings.server.log_format)
+    configure_logging(settings.server.log_format, connections=settings.server.connection_log)
     if settings.server.use_uvloop:
         try:
             import uvloop
@@ -134,7 +134,7 @@ def serve_workers(settings: Settings, workers: int, worker_argv: Sequence[str]) 
         )
     from models.db import close_db, init_db
 
-    configure_logging(settings.server.log_format)
+    configure_logging(settings.server.log_format, connections=settings.server.connection_log)
 
     async def migrate() -> None:
         # Once here, so that the workers do not race to apply the same migration.

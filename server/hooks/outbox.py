@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, NamedTuple, Sequence
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F, Q
 from tortoise.functions import Count, Min
-from tortoise.transactions import in_transaction
+from models.transactions import transaction
 
 from models.webhook import DEAD, PENDING, WebhookEvent, WebhookLease
 
@@ -135,7 +135,7 @@ class Outbox:
 async def _insert(rows: Sequence[OutboxRow]) -> None:
     """One multi-row insert in one transaction (as in :mod:`server.durable`)."""
     meta = WebhookEvent._meta
-    async with in_transaction() as connection:
+    async with transaction() as connection:
         executor = connection.executor_class(model=WebhookEvent, db=connection)
         columns = [meta.fields_map[meta.fields_db_projection_reverse[c]] for c in executor.regular_columns]
         values = [[field.to_db_value(getattr(row, field.model_field_name), WebhookEvent) for field in columns]

@@ -54,6 +54,8 @@ class Destination:
     name: str
     url: str
     sign: Callable[[bytes], Mapping[str, str]]
+    #: Most events in one POST; 0 for ``[hooks] batch_max``.
+    batch_max: int = 0
 
 
 def native(hook: WebhookSettings) -> Destination:
@@ -131,7 +133,7 @@ class WebhookSender:
         if not await self._lease():
             await self._sleep(self.lease_ms / 3000)
             return
-        rows = await outbox.head(self.hook.name, self._settings.batch_max)
+        rows = await outbox.head(self.hook.name, self.hook.batch_max or self._settings.batch_max)
         if not rows:
             await self._sleep(self._settings.poll_interval)
             return

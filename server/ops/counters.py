@@ -18,7 +18,7 @@ class Counters:
 
     __slots__ = (
         "connections_accepted", "commands", "command_errors", "messages_out",
-        "publications", "deliveries", "slow_disconnects",
+        "publications", "deliveries", "slow_disconnects", "connects_deferred",
     )
 
     def __init__(self) -> None:
@@ -29,6 +29,7 @@ class Counters:
         self.publications = 0  # received from the broker
         self.deliveries = 0  # publications queued to local subscribers
         self.slow_disconnects = 0  # clients cut off with 4001
+        self.connects_deferred = 0  # upgrades answered 503 try_again ([server] max_handshakes)
 
     def snapshot(self) -> dict[str, int]:
         """Every counter by name."""

@@ -10,6 +10,13 @@ tag every record logged while they are set:
   ``<conn>/<command id>`` while a WebSocket command runs.
 
 Other fields come from ``extra=``: ``log.info("login", extra={"user": name})``.
+
+Per-connection lines ("connected" and "connection closed", for the native and
+the Pusher protocol) go to the logger ``stagewire.connections`` at INFO, which
+is off unless ``[server] connection_log = true``: in a reconnect storm,
+formatting and writing them was about a seventh of the server's CPU time per
+connect (docs/benchmarks.md). Refused connects are always logged, on
+``stagewire.websocket``.
 Nothing logs a token, a password or an ``Authorization`` header: the HTTP
 line has the path without its query string, the status and the duration.
 """
@@ -32,6 +39,8 @@ conn_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("stagewire_
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("stagewire_request", default=None)
 
 http_log = logging.getLogger("stagewire.http")
+#: One line per connection opened and closed; at INFO only with ``[server] connection_log``.
+connection_log = logging.getLogger("stagewire.connections")
 _QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 #: Attributes every LogRecord has; anything else on a record came from ``extra=``.
@@ -97,8 +106,11 @@ class BadRequestFilter(logging.Filter):
         return True
 
 
-def configure_logging(log_format: str = "json", level: int = logging.INFO) -> None:
-    """Send every record to stderr, one line each, in ``log_format`` (json or text)."""
+def configure_logging(log_format: str = "json", level: int = logging.INFO, *, connections: bool = False) -> None:
+    """Send every record to stderr, one line each, in ``log_format`` (json or text).
+
+    ``connections`` turns on the per-connection lines of :data:`connection_log`.
+    """
     if log_format not in ("json", "text"):
         raise ValueError(f"log_format must be json or text, not {log_format!r}")
     handler = logging.StreamHandler(sys.stderr)
@@ -110,6 +122,7 @@ def configure_logging(log_format: str = "json", level: int = logging.INFO) -> No
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    connection_log.setLevel(logging.NOTSET if connections else logging.WARNING)
 
 
 def new_request_id() -> str:

@@ -21,6 +21,7 @@ messages_sent_total                 counter    messages queued to clients (repli
 publications_total                  counter    publications received from the broker
 deliveries_total                    counter    publications queued to local subscribers
 slow_disconnects_total              counter    clients cut off as slow (close code 4001)
+connects_deferred_total             counter    upgrades answered 503 ``try_again`` (``max_handshakes``)
 broker_up                           gauge      1 while the broker is reachable
 broker_reconnects_total             counter    times the broker connection was re-established
 publish_latency_seconds             histogram  ``node.publish``: broker (and database) ack time
@@ -59,6 +60,7 @@ _COUNTERS = (
     ("publications", "publications", "Publications received from the broker"),
     ("deliveries", "deliveries", "Publications queued to local subscribers"),
     ("slow_disconnects", "slow_disconnects", "Clients disconnected as slow (4001)"),
+    ("connects_deferred", "connects_deferred", "Upgrades answered 503 try_again (max_handshakes)"),
 )
 
 

@@ -47,9 +47,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Iterable
 
-from redis.commands.core import AsyncScript
-
-from server.broker.redis_client import RedisClient
+from server.broker.redis_client import RedisClient, Script
 from server.presence.base import PresenceEntry
 
 # Clients per REFRESH call and most clients one EXPIRE call removes: bounds the
@@ -307,7 +305,7 @@ class RedisPresence:
                  for keys in [self._member_keys(channel)]]
         await self._pipelined(self._drop_info, calls)
 
-    async def _pipelined(self, script: AsyncScript, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+    async def _pipelined(self, script: Script, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         """Run ``script`` once per ``(keys, args)``, a pipeline round trip per ``PIPELINE`` calls."""
         replies: list[Any] = []
         for start in range(0, len(calls), PIPELINE):

@@ -138,8 +138,11 @@ class PusherConnection(Connection):
             return True
         return False
 
-    def send_last(self, code: CloseCode, reason: str) -> None:
-        """``pusher:error`` with the Pusher close code, after what is queued; nothing after it."""
+    def send_last(self, code: CloseCode, reason: str, reconnect_after: tuple[int, int] | None = None) -> None:
+        """``pusher:error`` with the Pusher close code, after what is queued; nothing after it.
+
+        Pusher's protocol has no reconnect hint: ``reconnect_after`` is not sent.
+        """
         writer = self.writer
         if writer.closed:
             return

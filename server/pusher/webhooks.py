@@ -49,7 +49,7 @@ def destination(app: PusherAppSettings, hook: PusherWebhookSettings) -> Destinat
     def sign(body: bytes) -> Mapping[str, str]:
         return {KEY_HEADER: key, SIGNATURE_HEADER: signing.sign_bytes(secret, body)}
 
-    return Destination(app.webhook_name(hook), hook.url, sign)
+    return Destination(app.webhook_name(hook), hook.url, sign, batch_max=0 if hook.batch else 1)
 
 
 class PusherWebhooks:

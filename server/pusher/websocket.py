@@ -94,9 +94,10 @@ async def pusher_websocket(request: web.Request) -> web.StreamResponse:
         finally:
             if not conn.finished.done():
                 conn.finished.set_result(None)
-            log.info("Pusher connection closed", extra={
-                "code": ws.close_code, "seconds": round(time.monotonic() - started, 3), "app": app.id,
-            })
+            if logs.connection_log.isEnabledFor(logging.INFO):
+                logs.connection_log.info("Pusher connection closed", extra={
+                    "code": ws.close_code, "seconds": round(time.monotonic() - started, 3), "app": app.id,
+                })
     return ws
 
 

@@ -43,6 +43,10 @@ class StreamEnd:
     connection's close timeout) until the final chunk is written.
     """
 
+    #: As a WebSocket's: the node reads it for a connection that ended without a close of its own
+    #: (the reader went away). A stream has no close code.
+    close_code: int | None = None
+
     def __init__(self) -> None:
         self.done = asyncio.Event()
         self.drained = asyncio.Event()

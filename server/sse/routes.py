@@ -85,7 +85,12 @@ def _channels(request: web.Request, limit: int) -> list[str]:
     return names
 
 
-async def stream(request: web.Request) -> web.StreamResponse:
+async def admit(request: web.Request) -> tuple[Identity, list[str], dict[str, tuple[int, str]] | None]:
+    """Every check before the stream starts: who, which channels, and where to resume them.
+
+    Raises:
+        StagewireError: the refusal, sent as the server's JSON error with its status.
+    """
     settings = request.app[SETTINGS]
     node = request.app[NODE]
     if not origin_allowed(request, settings.server.allowed_origins):
@@ -97,7 +102,13 @@ async def stream(request: web.Request) -> web.StreamResponse:
     for name in names:
         await node.authorize_subscribe(identity, name)
     last = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
-    resume = codec.decode_id(last) if last else None
+    return identity, names, codec.decode_id(last) if last else None
+
+
+async def stream(request: web.Request) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
+    node = request.app[NODE]
+    identity, names, resume = await admit(request)
 
     response = web.StreamResponse(headers={
         "Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no",
@@ -116,7 +127,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     node.adopt(conn)
     node.set_identity(conn, identity)
     try:
-        await _subscribe(conn, node, names, resume)
+        await subscribe_all(conn, node, names, resume)
         await end.done.wait()
     except StagewireError as exc:
         conn.send(protocol.error_reply(None, exc))
@@ -138,8 +149,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _subscribe(conn: SseConnection, node: Node, names: list[str],
-                     resume: dict[str, tuple[int, str]] | None) -> None:
+async def subscribe_all(conn: SseConnection, node: Node, names: list[str],
+                        resume: dict[str, tuple[int, str]] | None) -> None:
     """Subscribe every channel (pending), then send the position, what was missed, and go live."""
     subs: list[tuple[str, StreamPosition | None, Subscription]] = []
     for name in names:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgpack
 import pytest
 from stagewire_client import protocol
-from stagewire_client.client import backoff, refresh_delay
+from stagewire_client.client import backoff, hinted_delay, refresh_delay
 from stagewire_client.errors import CloseCode, ErrorCode, ProtocolViolation, StagewireError, should_reconnect
 from stagewire_client.protocol import Encoding, Push, Reply
 
@@ -100,11 +100,22 @@ def test_close_codes_say_whether_to_reconnect(code: int, reconnect: bool) -> Non
     assert should_reconnect(code) is reconnect
 
 
-def test_backoff_doubles_up_to_the_cap_with_jitter() -> None:
+def test_backoff_doubles_up_to_the_cap_with_full_jitter() -> None:
     for attempt in range(12):
         base = min(8.0, 0.5 * 2 ** attempt)
-        assert base / 2 <= backoff(attempt, 0.5, 8.0) <= base
+        assert 0 <= backoff(attempt, 0.5, 8.0) <= base
     assert backoff(10_000, 0.5, 8.0) <= 8.0
+    samples = [backoff(3, 0.5, 8.0) for _ in range(2000)]
+    # Anywhere in [0, 4]: the lower half too, not only the end of the step.
+    assert min(samples) < 0.4 and max(samples) > 3.6
+
+
+def test_a_reconnect_hint_is_a_random_wait_in_its_range() -> None:
+    waits = [hinted_delay([1500, 2000]) for _ in range(200)]
+    assert all(w is not None and 1.5 <= w <= 2.0 for w in waits)
+    assert hinted_delay([0, 0]) == 0
+    for bad in (None, [1], [5, 2], ["a", 3], [-1, 4], [True, 2], {"min": 1}):
+        assert hinted_delay(bad) is None
 
 
 def test_tokens_are_refreshed_a_little_before_they_expire() -> None:

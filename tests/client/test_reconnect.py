@@ -15,6 +15,7 @@ from server.appkeys import NODE
 from server.broker.base import StreamPosition
 from server.errors import CloseCode as ServerCloseCode
 from tests.client.helpers import eventually, next_pub, next_pubs
+from tests.conftest import make_settings
 
 
 async def publish(sw, channel, data):
@@ -181,3 +182,20 @@ async def test_a_silent_server_is_dropped_after_ping_plus_grace(silent_server) -
         await eventually(lambda: len(connections) >= 2, "a reconnect")
     assert losses[0].code == CloseCode.ABNORMAL and losses[0].reconnect
     assert "nothing from the server" in losses[0].reason
+
+
+async def test_a_stopping_server_spreads_the_reconnects_with_its_hint(make_stagewire, sdk, tmp_path) -> None:
+    sw = await make_stagewire(make_settings(tmp_path, server={"shutdown_reconnect_after": [300, 400]}))
+    connects: list[float] = []
+    losses: list[tuple[float, Disconnected]] = []
+    loop = asyncio.get_running_loop()
+    # Without the hint, this backoff would come back within 10 ms.
+    await sdk(sw, "alice", min_delay=0.01, max_delay=0.01, on_connect=lambda _: connects.append(loop.time()),
+              on_disconnect=lambda d: losses.append((loop.time(), d)))
+    node = sw.app[NODE]
+    await node.shutdown(timeout=2)  # what SIGTERM does: 4000 with reconnect_after [300, 400]
+    node.shutting_down = False  # and the node takes connections again at once
+    await eventually(lambda: len(connects) == 2, "the reconnect")
+    lost_at, lost = losses[0]
+    assert lost.code == CloseCode.SHUTDOWN and lost.reconnect
+    assert connects[1] - lost_at >= 0.3

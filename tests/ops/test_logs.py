@@ -60,7 +60,8 @@ def test_text_format_shows_the_ids():
 
 
 async def test_serve_logs_json_with_ids_and_never_a_token_or_password(tmp_path):
-    server = await ServerProcess(tmp_path, {"STAGEWIRE_SERVER__LOG_FORMAT": "json"}).start()
+    server = await ServerProcess(tmp_path, {"STAGEWIRE_SERVER__LOG_FORMAT": "json",
+                                            "STAGEWIRE_SERVER__CONNECTION_LOG": "true"}).start()
     try:
         await server.register("alice", PASSWORD)
         async with aiohttp.ClientSession() as http:
@@ -95,3 +96,23 @@ async def test_serve_logs_json_with_ids_and_never_a_token_or_password(tmp_path):
     assert refused["conn"] and refused["conn"] != connected["conn"] and refused["request"] == f'{refused["conn"]}/1'
     closed = [e for e in entries if e["message"] == "connection closed"]
     assert {e["conn"] for e in closed} >= {connected["conn"], refused["conn"]}
+
+
+async def test_per_connection_lines_are_off_by_default_and_refusals_still_logged(tmp_path):
+    server = await ServerProcess(tmp_path).start()
+    try:
+        await server.register("alice", PASSWORD)
+        token = await server.login("alice", PASSWORD)
+        good = await connect_ws(server.ws_url)
+        assert "result" in await good.call("connect", token=token)
+        bad = await connect_ws(server.ws_url)
+        assert (await bad.call("connect", token=token + "x"))["error"]["code"] == 101
+        await bad.recv_disconnect()
+        await good.close()
+        assert await server.stop() == 0
+    finally:
+        await server.kill()
+
+    entries = [json.loads(line) for line in server.log_text().splitlines() if line.strip()]
+    assert [e for e in entries if e["logger"] == "stagewire.connections"] == []
+    assert any(e["message"].startswith("connect refused") for e in entries)

@@ -19,7 +19,7 @@ from typing import Any, AsyncIterator
 import pytest
 
 from server.appkeys import HOOKS
-from server.config import PUSHER_WEBHOOK_EVENTS, ConfigError, PusherWebhookFilter, PusherWebhookSettings
+from server.config import PUSHER_WEBHOOK_EVENTS, ConfigError, PusherWebhookFilter, PusherWebhookSettings, load_settings
 from server.hooks import outbox
 from tests.conftest import make_settings
 from tests.hooks.conftest import FAST
@@ -116,27 +116,33 @@ async def test_event_types_and_the_channel_filter_choose_what_each_webhook_recei
     assert events(members) == [("member_added", "presence-team-a", "u1"), ("member_removed", "presence-team-a", "u1")]
 
 
-async def test_events_waiting_for_the_receiver_arrive_in_one_batch(make_stagewire, tmp_path, receivers):
-    receiver = await receiver_for(receivers)
-    receiver.status = 503
-    server = await make_stagewire(settings_with(tmp_path, [{"url": receiver.url, "event_types": ["channel_occupied"]}],
-                                                max_attempts=1000))
+async def test_events_waiting_for_the_receiver_arrive_in_one_batch_or_one_by_one(make_stagewire, tmp_path, receivers):
+    batched, single = await receiver_for(receivers, "/batched"), await receiver_for(receivers, "/single")
+    batched.status = single.status = 503
+    server = await make_stagewire(settings_with(tmp_path, [
+        {"url": batched.url, "event_types": ["channel_occupied"]},
+        {"url": single.url, "event_types": ["channel_occupied"], "batch": False},
+    ], max_attempts=1000))
     c = await PusherClient.connect(server.url)
     for n in range(5):
         await c.subscribe(f"batch-{n}")
     hooks = server.app[HOOKS]
     assert await hooks.outbox.flush(5)
-    name = f"pusher:{APP_ID}:{receiver.url}"
-    assert [(s["webhook"], s["pending"]) for s in await outbox.summary()] == [(name, 5)]
-    for _ in range(100):  # it is tried, and retried
-        if receiver.refused:
+    assert sorted((s["webhook"], s["pending"]) for s in await outbox.summary()) == sorted([
+        (f"pusher:{APP_ID}:{batched.url}", 5), (f"pusher:{APP_ID}:{single.url}", 5)])
+    for _ in range(100):  # both are tried, and retried
+        if batched.refused and single.refused:
             break
         await asyncio.sleep(0.05)
-    assert receiver.refused >= 1
-    receiver.status = 204
-    await receiver.wait_for(lambda e: len(e) == 5)
-    last = json.loads(receiver.posts[-1]["body"])
-    assert [e["channel"] for e in last["events"]] == [f"batch-{n}" for n in range(5)]
+    assert batched.refused >= 1 and single.refused >= 1
+    batched.status = single.status = 204
+    for receiver in (batched, single):
+        await receiver.wait_for(lambda e: len(e) == 5)
+    channels = [f"batch-{n}" for n in range(5)]
+    assert [e["channel"] for e in json.loads(batched.posts[-1]["body"])["events"]] == channels
+    accepted = [json.loads(post["body"])["events"] for post in single.posts[-5:]]
+    assert [[e["channel"] for e in events] for events in accepted] == [[c] for c in channels]
+    assert all(len(json.loads(post["body"])["events"]) == 1 for post in single.posts)
     await c.close()
 
 
@@ -177,3 +183,13 @@ def test_docs_describe_every_event_type_and_key_and_their_example_loads(tmp_path
     assert [h.event_types for h in app.webhooks] == [
         ("channel_occupied", "channel_vacated", "member_added", "member_removed"), ("client_event",)]
     assert app.webhooks[1].filter.takes("private-chat-7") and not app.webhooks[1].filter.takes("private-x")
+
+
+def test_an_apps_webhooks_come_from_the_environment_as_documented():
+    inline = '[{url = "https://x.example/h", event_types = ["member_added"], filter = {channel_name_ends_with = "-b"}}]'
+    settings = load_settings(ROOT / "config.toml", environ={
+        "STAGEWIRE_PUSHER__APPS__0__ID": "app1", "STAGEWIRE_PUSHER__APPS__0__KEY": "k",
+        "STAGEWIRE_PUSHER__APPS__0__SECRET": "s", "STAGEWIRE_PUSHER__APPS__0__WEBHOOKS": inline})
+    [hook] = settings.pusher.apps[0].webhooks
+    assert (hook.url, hook.event_types, hook.batch) == ("https://x.example/h", ("member_added",), True)
+    assert hook.filter.takes("presence-a-b") and not hook.filter.takes("presence-a")

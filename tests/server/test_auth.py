@@ -191,6 +191,27 @@ def test_rotation_newest_signs_and_all_verify(clock: FakeClock) -> None:
         TokenSigner(["old-secret"], TTL, clock=clock).read(new_token)
 
 
+def test_the_fast_path_accepts_exactly_the_current_well_signed_tokens_itsdangerous_accepts(clock: FakeClock) -> None:
+    signer = TokenSigner(["old-secret", SECRET], TTL, clock=clock)
+    token, _ = signer.issue(7, "s1")
+    old, _ = TokenSigner(["old-secret"], TTL, clock=clock).issue(8, "s2")
+    other, _ = signer.issue(9, "s3")
+    unsigned = other.split(".")[0] + "." + ".".join(token.split(".")[1:])
+    foreign = URLSafeTimedSerializer(SECRET, salt="something-else").dumps({"u": 1, "s": "s"})
+    ahead, _ = TokenSigner([SECRET], TTL, clock=FakeClock(clock.now + 5)).issue(1, "s")
+    plain = URLSafeTimedSerializer(SECRET, salt=SALT).dumps({"u": 3, "s": "s4"})
+    for good in (token, old, plain):
+        fast = signer._read_current(good)
+        assert fast is not None and fast == signer._read_full(good)
+    for bad in (unsigned, foreign, token[:-2], token + "x", "a.b.c", "é.b.c", ahead):
+        assert signer._read_current(bad) is None  # left to itsdangerous, which says why
+    clock.advance(TTL + 1)
+    assert signer._read_current(token) is None
+    with pytest.raises(CommandError) as exc_info:
+        signer.read(token)
+    assert_error(exc_info, ErrorCode.TOKEN_EXPIRED)
+
+
 def test_removed_secret_no_longer_verifies(clock: FakeClock) -> None:
     old_token, _ = TokenSigner(["old-secret"], TTL, clock=clock).issue(1, "s")
     with pytest.raises(CommandError) as exc_info:

@@ -29,6 +29,7 @@ def test_environment_overrides_any_setting():
         "STAGEWIRE_NAMESPACES__NEWS__PUBLISH": "client",
         "STAGEWIRE_NAMESPACES__EXTRA__JOIN_LEAVE": "true",
         "STAGEWIRE_CLIENT__COMMAND_RATE": "5.5",
+        "STAGEWIRE_SERVER__SHUTDOWN_RECONNECT_AFTER": "1000,8000",
     }
     settings = load_settings(ROOT / "config.toml", environ=env)
     assert settings.server.port == 9001
@@ -37,6 +38,7 @@ def test_environment_overrides_any_setting():
     assert settings.namespaces["news"].publish == "client"
     assert settings.namespaces["extra"].join_leave is True
     assert settings.client.command_rate == 5.5
+    assert settings.server.shutdown_reconnect_after == (1000, 8000)
 
 
 @pytest.mark.parametrize(
@@ -46,6 +48,9 @@ def test_environment_overrides_any_setting():
         ({"STAGEWIRE_SERVER__PORT": "abc"}, "server.port must be a number"),
         ({"STAGEWIRE_NAMESPACES__NEWS__PUBLISH": "anyone"}, "publish"),
         ({"STAGEWIRE_NOPE__X": "1"}, "unknown section"),
+        ({"STAGEWIRE_SERVER__SHUTDOWN_RECONNECT_AFTER": "5000,1000"}, "min_ms <= max_ms"),
+        ({"STAGEWIRE_SERVER__SHUTDOWN_RECONNECT_AFTER": "500"}, "shutdown_reconnect_after"),
+        ({"STAGEWIRE_SERVER__SHUTDOWN_RECONNECT_AFTER": "a,b"}, "must be a number"),
     ],
 )
 def test_bad_settings_are_reported(env, message):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, Callable
 
@@ -145,3 +146,19 @@ async def test_a_token_of_another_user_is_not_answered_from_the_cache(auth: Auth
     with pytest.raises(CommandError) as exc_info:
         await auth.verify(forged)
     assert exc_info.value.code == ErrorCode.UNAUTHORIZED
+
+
+async def test_concurrent_connects_missing_the_cache_read_their_sessions_in_one_query(auth: Authenticator) -> None:
+    await auth.register("alice", "pass-word-1")
+    await auth.register("bob", "pass-word-1")
+    tokens = [(await auth.login(name, "pass-word-1", None))[0] for name in ("alice", "bob") * 5]
+    revoked = await auth.verify(tokens[0])
+    await AuthSession.filter(id=revoked.session_id).update(revoked_at=auth._at(0))
+    auth.sessions.clear()
+    before = auth.reader.queries
+    results = await asyncio.gather(*(auth.verify(t) for t in tokens), return_exceptions=True)
+    assert auth.reader.queries == before + 1
+    assert isinstance(results[0], CommandError) and results[0].code == ErrorCode.UNAUTHORIZED
+    identities = [r for r in results[1:] if not isinstance(r, BaseException)]
+    assert [i.username for i in identities] == ["bob", "alice"] * 4 + ["bob"]
+    assert len({i.session_id for i in identities}) == 9 and len(auth.sessions) == 9

@@ -266,3 +266,24 @@ async def test_nasty_input_never_breaks_the_connection(stagewire):
     answers = [m for m in client.pending() if m.get("type") != "ping"]
     assert len(answers) == len(NASTY_FRAMES), answers
     assert all("result" in m or isinstance(m.get("error", {}).get("code"), int) for m in answers), answers
+
+
+async def test_handshakes_over_the_admission_limit_are_told_to_try_again_before_the_upgrade(make_stagewire, tmp_path):
+    sw = await make_stagewire(make_settings(tmp_path, server={"max_handshakes": 2}))
+    token = await sw.token("alice")
+    waiting = [await sw.raw_client(), await sw.raw_client()]  # upgraded, no connect yet: 2 in progress
+    upgrade = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+               "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+    async with sw.http.get(sw.url + "/ws", headers=upgrade) as r:
+        assert r.status == 503 and r.headers["Retry-After"] == "1"
+        assert await r.json() == {"try_again": 1000}
+    assert sw.app[NODE].counters.connects_deferred == 1
+    assert "result" in await waiting[0].call("connect", token=token)  # one handshake done: room for one
+    third = await sw.client(token=token)
+    assert await third.result("ping") == {}
+    await waiting[1].close()  # a handshake given up frees its place too
+    for _ in range(100):
+        if sw.app[NODE].handshaking == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert sw.app[NODE].handshaking == 0

@@ -4,7 +4,8 @@ Before the stream starts a refusal is the server's JSON error (a known
 code, a message, never 500); once it starts, the stream opens with
 ``retry``, then ``subscribed`` (or a coded ``error`` event), and every event
 carries JSON. :func:`server.sse.codec.decode_id` takes any text and returns
-positions or None, never raises.
+positions or None, never raises. ``bench/fuzz_sse.py`` (atheris, ``make
+fuzz-sse``) runs the route's checks and the stream's start at volume.
 """
 
 from __future__ import annotations

@@ -189,3 +189,16 @@ async def test_a_slow_reader_is_cut_off(make_stagewire, tmp_path):
     assert not server.app[NODE].connections_of("slow")
     assert server.app[NODE].counters.slow_disconnects == 1
     response.close()
+
+
+async def test_a_reader_that_goes_away_is_released_whole(make_stagewire, tmp_path):
+    server = await make_stagewire(make_settings(tmp_path, client={"ping_interval": 0.1}))
+    token = await server.token("gone")
+    response = await server.http.get(f"{server.url}/sse", params=[("channel", "chat:g"),
+                                                                ("ticket", (await ticket(server, token))["ticket"])])
+    await EventStream(response).expect("subscribed")
+    node = server.app[NODE]
+    [conn] = node.connections_of("gone")
+    response.close()  # the browser left: the next heartbeat finds the peer gone
+    await asyncio.wait_for(conn.finished, 5)
+    assert conn.id not in node.connections and not node.connections_of("gone")

@@ -1,0 +1,157 @@
+"""Slow clients: 1000 subscribers that never read while a publisher floods their channel.
+
+One ``python -m server`` (memory broker, ``write_buffer_limit`` at its default
+of 1 MiB). ``--normal`` subscribers of ``bench:normal`` measure latency at
+``--rate`` publications a second, twice for ``--seconds`` each, while a second
+publisher floods ``bench:flood`` with ``--flood-rate`` publications of
+``--size`` bytes a second:
+
+* **without** slow clients (nobody subscribes to ``bench:flood``);
+* **with** ``--slow`` clients subscribed to ``bench:flood`` that stop reading
+  after their ``subscribe`` reply, on sockets with a 4 KiB receive buffer.
+
+It reports both p99s and their ratio (target ≤ 1.2), the server's RSS before
+the slow clients, with them idle, at its peak during the flood and after, per
+slow client against ``write_buffer_limit``, and how many were cut off.
+
+Usage::
+
+    python -m bench.slow_clients --slow 1000          # make chaos
+
+127.0.0.1 only, bounded in time, stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from bench.fanout import HOST, ServerProcess, connect_client, free_port, get_token
+from bench.soak import metrics
+from bench.wsraw import RawWS
+from server.cli.serve import raise_open_files_limit
+
+WRITE_BUFFER_LIMIT = 1_048_576  # the default of [client] write_buffer_limit
+
+
+async def slow_client(port: int, token: str) -> RawWS:
+    """Connected and subscribed to ``bench:flood``, then never reads again."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: the window stays small
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (HOST, port))
+    _, ws = await asyncio.get_running_loop().create_connection(lambda: RawWS("/ws", f"{HOST}:{port}"), sock=sock)
+    await ws.opened
+    await ws.call({"id": 1, "type": "connect", "token": token})
+    await ws.call({"id": 2, "type": "subscribe", "channel": "bench:flood"})
+    assert ws.transport is not None
+    ws.transport.pause_reading()
+    return ws
+
+
+async def flood(publisher: RawWS, rate: float, size: int, stop: asyncio.Event) -> int:
+    pad = "x" * size
+    n, started = 0, time.perf_counter()
+    while not stop.is_set():
+        n += 1
+        publisher.send_text(b'{"id":%d,"type":"publish","channel":"bench:flood","data":"%s"}' % (n, pad.encode()))
+        await asyncio.sleep(max(0.0, started + n / rate - time.perf_counter()))
+    return n
+
+
+async def measure(server: ServerProcess, publisher: RawWS, flooder: RawWS, subs: list[RawWS],
+                  args: argparse.Namespace) -> dict:
+    """p50/p99 of ``subs`` at ``args.rate`` while the flood runs; peak RSS meanwhile."""
+    samples: list[float] = []
+    for sub in subs:
+        sub.on_latency = samples.append
+    stop = asyncio.Event()
+    flooding = asyncio.create_task(flood(flooder, args.flood_rate, args.size, stop))
+    peak = server.rss_bytes()
+    count = int(args.rate * args.seconds)
+    started = time.perf_counter()
+    for i in range(count):
+        publisher.send_text(b'{"id":%d,"type":"publish","channel":"bench:normal","data":{"t":%.6f}}'
+                            % (10_000_000 + i, time.time()))
+        peak = max(peak, server.rss_bytes())
+        await asyncio.sleep(max(0.0, started + (i + 1) / args.rate - time.perf_counter()))
+    stop.set()
+    published = await flooding
+    deadline = time.perf_counter() + 10
+    while len(samples) < count * len(subs) and time.perf_counter() < deadline:
+        await asyncio.sleep(0.01)
+    for sub in subs:
+        sub.on_latency = None
+    samples.sort()
+    return {"samples": len(samples), "expected": count * len(subs), "flood_publications": published,
+            "p50_ms": round(statistics.median(samples) * 1000, 2),
+            "p99_ms": round(samples[int(len(samples) * 0.99) - 1] * 1000, 2), "peak_rss_mib": peak / 2**20}
+
+
+async def main_async(args: argparse.Namespace) -> dict:
+    raise_open_files_limit()
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        server = ServerProcess(tmp, port, {"STAGEWIRE_CLIENT__WRITE_BUFFER_LIMIT": str(WRITE_BUFFER_LIMIT)})
+        await server.start()
+        try:
+            token = await get_token(port, "bench")
+            subs = [await connect_client(port, token) for _ in range(args.normal)]
+            for i, sub in enumerate(subs):
+                await sub.call({"id": 2, "type": "subscribe", "channel": "bench:normal"})
+            publisher, flooder = await connect_client(port, token), await connect_client(port, token)
+            flooder.track_replies = False
+            without = await measure(server, publisher, flooder, subs, args)
+            rss_before = server.rss_bytes()
+            slow = []
+            for i in range(0, args.slow, 100):
+                slow += await asyncio.gather(*(slow_client(port, token) for _ in range(min(100, args.slow - i))))
+            await asyncio.sleep(1)
+            rss_idle = server.rss_bytes()
+            with_slow = await measure(server, publisher, flooder, subs, args)
+            await asyncio.sleep(2)
+            rss_after = server.rss_bytes()
+            figures = await metrics(port)
+            cut = sum(1 for c in slow if c.closed.done() or (c.transport is not None and c.transport.is_closing()))
+        finally:
+            await server.stop()
+    per_slow = (with_slow["peak_rss_mib"] * 2**20 - rss_before) / max(1, args.slow)
+    return {
+        "normal_subscribers": args.normal, "slow_clients": args.slow, "rate": args.rate,
+        "flood": {"rate": args.flood_rate, "size": args.size},
+        "without_slow": without, "with_slow": with_slow,
+        "p99_ratio": round(with_slow["p99_ms"] / without["p99_ms"], 2),
+        "rss_mib": {"before_slow": round(rss_before / 2**20, 1), "slow_idle": round(rss_idle / 2**20, 1),
+                    "peak_flood": round(with_slow["peak_rss_mib"], 1), "after": round(rss_after / 2**20, 1)},
+        "peak_kib_per_slow_client": round(per_slow / 1024, 1),
+        "write_buffer_limit_kib": WRITE_BUFFER_LIMIT // 1024,
+        "slow_disconnects": int(figures.get("stagewire_slow_disconnects_total", 0)),
+        "slow_clients_closed": cut,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--slow", type=int, default=1000)
+    parser.add_argument("--normal", type=int, default=50)
+    parser.add_argument("--rate", type=float, default=20.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--flood-rate", type=float, default=50.0)
+    parser.add_argument("--size", type=int, default=16000)
+    args = parser.parse_args()
+    report = asyncio.run(main_async(args))
+    results = Path(__file__).resolve().parent / "results"
+    results.mkdir(exist_ok=True)
+    (results / "slow-clients.json").write_text(json.dumps(report, indent=1))
+    print(json.dumps(report))
+    raise SystemExit(0 if report["p99_ratio"] <= 1.2 and report["peak_kib_per_slow_client"] * 1024 <= WRITE_BUFFER_LIMIT else 1)
+
+
+if __name__ == "__main__":
+    main()

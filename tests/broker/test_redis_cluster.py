@@ -1,0 +1,167 @@
+"""The Redis broker on a real three-master Redis Cluster: the shared contract, slots, slot moves.
+
+Brokers made by one ``make_broker`` are separate nodes (each its own cluster
+client) sharing the test's key prefix on the session's private cluster
+(:mod:`tests.private_cluster`). Pub/sub is sharded: each channel is held on
+the master of its slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import secrets
+from typing import Any, AsyncIterator, Callable
+
+import pytest
+from redis.crc import key_slot
+
+from server.broker.redis import RedisBroker
+from server.broker.redis_client import RedisClient
+from server.config import BrokerSettings
+from tests.broker.conformance import BrokerConformance, RecordingHandler
+from tests.private_cluster import PrivateCluster, delete_prefix, private_cluster  # noqa: F401
+
+pytestmark = pytest.mark.redis
+
+FAST = dict(socket_timeout=2.0, ping_interval=0.5, reconnect_min_delay=0.02, reconnect_max_delay=0.2)
+_ids = itertools.count()
+
+
+@pytest.fixture
+def channel() -> str:
+    return f"test:ch{next(_ids)}"
+
+
+@pytest.fixture
+async def prefix(private_cluster: PrivateCluster) -> AsyncIterator[str]:
+    prefix = f"swtest-{secrets.token_hex(4)}"
+    yield prefix
+    await delete_prefix(private_cluster, prefix)
+
+
+@pytest.fixture
+async def make_broker(private_cluster: PrivateCluster, prefix: str) -> AsyncIterator[Callable[..., Any]]:
+    brokers: list[RedisBroker] = []
+    clients: list[RedisClient] = []
+
+    async def make(handler: RecordingHandler, **overrides: Any) -> RedisBroker:
+        options = {"cluster_nodes": (private_cluster.nodes[0],), "prefix": prefix, **FAST, **overrides}
+        client = RedisClient(BrokerSettings(backend="redis", **options))
+        clients.append(client)
+        broker = RedisBroker(client)
+        brokers.append(broker)
+        await broker.start(handler)
+        return broker
+
+    yield make
+    await asyncio.gather(*(broker.close() for broker in brokers))
+    await asyncio.gather(*(client.close() for client in clients))
+
+
+class TestRedisClusterBrokerConformance(BrokerConformance):
+    multi_node = True
+
+
+class OrderedHandler(RecordingHandler):
+    """Also records publications and gaps in one sequence."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[object] = []
+
+    def on_publication(self, pub) -> None:
+        self.events.append(pub.offset)
+        super().on_publication(pub)
+
+    def on_gap(self, channels) -> None:
+        self.events.append("gap")
+        super().on_gap(channels)
+
+
+def channels_on_every_master(count: int) -> list[str]:
+    """Channel names whose slots are spread (``count`` of them, distinct slots)."""
+    return [f"test:spread{next(_ids)}-{i}" for i in range(count)]
+
+
+async def test_a_channels_keys_and_pubsub_share_one_slot(make_broker, private_cluster, prefix, channel):
+    broker = await make_broker(RecordingHandler())
+    await broker.publish(channel, "x", idempotency_key="k1")
+    slot = key_slot(f"{prefix}.pub.{{{channel}}}".encode())
+    async with private_cluster.client(await private_cluster.owner(slot)) as client:
+        keys = sorted([k async for k in client.scan_iter(match=f"{prefix}.*")])
+    assert keys == sorted(k.encode() for k in (
+        f"{prefix}.meta.{{{channel}}}", f"{prefix}.stream.{{{channel}}}", f"{prefix}.idem.{{{channel}}}.k1"))
+
+
+async def test_channels_on_every_master_are_delivered_to_every_node(make_broker, private_cluster):
+    a_handler, b_handler = RecordingHandler(), RecordingHandler()
+    a, b = await make_broker(a_handler), await make_broker(b_handler)
+    names = channels_on_every_master(30)
+    owners = {await private_cluster.owner(key_slot(f"x.pub.{{{n}}}".encode())) for n in names}
+    assert len(owners) == 3  # the 30 channels really span the three masters
+    await asyncio.gather(*(a.subscribe(n) for n in names))
+    await asyncio.gather(*(b.publish(n, i) for i, n in enumerate(names)))
+    pubs = await a_handler.wait_for("publications", 30)
+    assert sorted((p.channel, p.data, p.offset) for p in pubs) == sorted((n, i, 1) for i, n in enumerate(names))
+    assert b_handler.publications == []
+
+
+async def test_a_slot_moved_to_another_master_keeps_delivering_and_reports_the_gap(
+        make_broker, private_cluster, prefix, channel):
+    handler = RecordingHandler()
+    subscriber, publisher = await make_broker(handler), await make_broker(RecordingHandler())
+    await subscriber.subscribe(channel)
+    await publisher.publish(channel, "before")
+    await handler.wait_for("publications", 1)
+
+    slot = key_slot(f"{prefix}.pub.{{{channel}}}".encode())
+    source = await private_cluster.owner(slot)
+    target = next(port for port in private_cluster.ports if port != source)
+    try:
+        await private_cluster.move_slot(slot, target)
+        # The old master ended the subscription; the node subscribes on the new one
+        # and reports the channel, as after a reconnect, so it catches up from the stream.
+        assert await handler.wait_for("gaps", 1) == [channel]
+        assert subscriber.healthy
+        position = await publisher.publish(channel, "after")
+        assert position.offset == 2  # the channel's meta and stream moved with the slot
+        pubs = await handler.wait_for("publications", 2)
+        assert [(p.data, p.offset) for p in pubs] == [("before", 1), ("after", 2)]
+        history, _ = await subscriber.history(channel)
+        assert [p.data for p in history] == ["before", "after"]
+    finally:
+        await private_cluster.move_slot(slot, source)
+
+
+async def test_publications_during_a_slot_move_are_never_skipped_without_a_gap_first(
+        make_broker, private_cluster, prefix, channel):
+    """Whatever pub/sub lost while the slot moved, the gap is reported before anything after it."""
+    handler = OrderedHandler()
+    subscriber, publisher = await make_broker(handler), await make_broker(RecordingHandler())
+    await subscriber.subscribe(channel)
+    slot = key_slot(f"{prefix}.pub.{{{channel}}}".encode())
+    source = await private_cluster.owner(slot)
+    target = next(port for port in private_cluster.ports if port != source)
+    try:
+        moving = asyncio.create_task(private_cluster.move_slot(slot, target))
+        offsets = []
+        while not moving.done() or len(offsets) < 20:
+            offsets.append((await publisher.publish(channel, len(offsets))).offset)
+        await moving
+        assert offsets == list(range(1, len(offsets) + 1))
+        await handler.wait_for("gaps", 1)
+        await handler.wait_for("publications", 1)
+        before_gap = handler.events[:handler.events.index("gap")]
+        assert before_gap == list(range(1, len(before_gap) + 1))  # nothing skipped before the report
+        last = await publisher.publish(channel, "last")
+        await wait_for_offset(handler, last.offset)
+    finally:
+        await private_cluster.move_slot(slot, source)
+
+
+async def wait_for_offset(handler: RecordingHandler, offset: int) -> None:
+    async def poll() -> None:
+        while not handler.publications or handler.publications[-1].offset < offset:
+            await asyncio.sleep(0.01)
+    await asyncio.wait_for(poll(), 5)

@@ -1,0 +1,121 @@
+"""Two server processes on a real three-master Redis Cluster (``[broker] cluster_nodes``).
+
+The servers share a key prefix on the session's private cluster
+(:mod:`tests.private_cluster`) and a database, as two nodes of one deployment
+do; every command and subscription of a channel goes to its slot's master.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from pathlib import Path
+from typing import AsyncIterator
+
+import aiohttp
+import pytest
+from redis.crc import key_slot
+
+from tests.cluster.conftest import Cluster, channel_name
+from tests.private_cluster import PrivateCluster, delete_prefix, private_cluster  # noqa: F401
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+async def rcluster(tmp_path: Path, private_cluster: PrivateCluster) -> AsyncIterator[tuple[Cluster, dict[str, str]]]:
+    prefix = f"swrc-{secrets.token_hex(4)}"
+    env = {"STAGEWIRE_BROKER__CLUSTER_NODES": ",".join(private_cluster.nodes[:2])}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        cluster = Cluster(tmp_path, "redis://unused.invalid:1/0", prefix, http)
+        try:
+            yield cluster, env
+        finally:
+            await cluster.close()
+            await delete_prefix(private_cluster, prefix)
+
+
+async def test_a_subscriber_on_one_server_gets_what_the_other_publishes_on_every_master(rcluster, private_cluster):
+    cluster, env = rcluster
+    a, b = await cluster.pair(env=env)
+    channels = [channel_name(f"rc{i}") for i in range(9)]
+    masters = {await private_cluster.owner(key_slot(f"{{{c}}}".encode())) for c in channels}
+    subscriber = await a.client("sub")
+    for channel in channels:
+        assert (await subscriber.result("subscribe", channel=channel))["offset"] == 0
+        await subscriber.recv_push("join", channel=channel, info={"user": "sub"})
+    publisher = await b.client("pub")
+    for round_ in range(3):
+        for channel in channels:
+            result = await publisher.result("publish", channel=channel, data={"round": round_})
+            assert result["offset"] == round_ + 1
+    pushes = [await subscriber.recv_push("pub") for _ in range(27)]
+    by_channel = {c: [(p["offset"], p["data"]["round"]) for p in pushes if p["channel"] == c] for c in channels}
+    assert by_channel == {c: [(1, 0), (2, 1), (3, 2)] for c in channels}
+    assert len(masters) >= 2  # the channels live on more than one master
+    await subscriber.assert_quiet()
+
+
+async def test_presence_is_the_same_seen_from_either_server(rcluster):
+    cluster, env = rcluster
+    a, b = await cluster.pair(env=env)
+    channel = channel_name("presence")
+    clients = [await a.client("alice"), await b.client("alice"), await b.client("bob")]
+    for client in clients:
+        await client.result("subscribe", channel=channel)
+    expected = {"users": [{"user": "alice", "connections": 2}, {"user": "bob", "connections": 1}]}
+    for client in (clients[0], clients[2]):  # one on A, one on B
+        assert await client.result("presence", channel=channel) == expected
+        assert await client.result("presence_stats", channel=channel) == {"clients": 3, "users": 2}
+
+
+async def receive(server, client, channel: str, count: int, epoch: str) -> list[tuple[int, object]]:
+    """``count`` publications of ``channel``, in the order received, recovering when told to.
+
+    A node that could not follow the move itself tells the subscriber: a
+    ``disconnect`` with reconnect (the client reconnects and recovers) or an
+    ``unsubscribe`` push (the client resubscribes and recovers). Either way the
+    publications must all arrive, once each.
+    """
+    received: list[tuple[int, object]] = []
+    while len(received) < count:
+        message = await client.recv()
+        if message.get("type") == "pub" and message.get("channel") == channel:
+            received.append((message["offset"], message["data"]))
+            continue
+        if message.get("type") == "disconnect":
+            assert message["reconnect"] is True, message
+            client = await server.client("sub")
+        elif message.get("type") != "unsubscribe" or message.get("channel") != channel:
+            continue
+        last = received[-1][0] if received else 0
+        recovery = await client.result("subscribe", channel=channel, recover=True, offset=last, epoch=epoch)
+        assert recovery["recovered"] is True, recovery
+        received += [(p["offset"], p["data"]) for p in recovery["publications"]]
+    return received
+
+
+async def test_a_slot_moved_under_two_servers_loses_nothing(rcluster, private_cluster):
+    cluster, env = rcluster
+    a, b = await cluster.pair(env=env)
+    channel = channel_name("moved")
+    subscriber = await a.client("sub")
+    epoch = (await subscriber.result("subscribe", channel=channel))["epoch"]
+    await subscriber.recv_push("join", channel=channel, info={"user": "sub"})
+    publisher = await b.client("pub")
+    for i in range(5):
+        await publisher.result("publish", channel=channel, data=i)
+
+    slot = key_slot(f"{cluster.prefix}.pub.{{{channel}}}".encode())
+    source = await private_cluster.owner(slot)
+    target = next(port for port in private_cluster.ports if port != source)
+    try:
+        moving = asyncio.create_task(private_cluster.move_slot(slot, target))
+        for i in range(5, 40):  # published during and after the move
+            await publisher.result("publish", channel=channel, data=i)
+        await moving
+        for i in range(40, 45):
+            await publisher.result("publish", channel=channel, data=i)
+        assert await receive(a, subscriber, channel, 45, epoch) == [(i + 1, i) for i in range(45)]
+    finally:
+        await private_cluster.move_slot(slot, source)

@@ -1,0 +1,163 @@
+"""A Redis Cluster of the test's own: three masters on free loopback ports.
+
+``PrivateCluster`` starts three ``redis-server --cluster-enabled yes``
+processes in the test's directory with nothing on disk, joins them with
+``redis-cli --cluster create ... --cluster-replicas 0``, and waits until every
+node reports ``cluster_state:ok``. It can move a hash slot from one master to
+another, keys included, as ``redis-cli --cluster reshard`` does one slot at a
+time. The processes are killed and their directory removed at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+from redis import Redis as SyncRedis
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from tests.private_redis import _free_port
+from tests.services import REQUIRE_ENV
+
+START_TIMEOUT = 20.0
+MASTERS = 3
+
+
+def require_cluster_binaries() -> tuple[str, str]:
+    """``redis-server`` and ``redis-cli``; skips (fails with STAGEWIRE_REQUIRE_SERVICES=1) without them."""
+    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if server is None or cli is None:
+        reason = "redis-server and redis-cli are needed: the test runs a Redis Cluster of its own"
+        if os.environ.get(REQUIRE_ENV) == "1":
+            pytest.fail(f"{reason} ({REQUIRE_ENV}=1)", pytrace=False)
+        pytest.skip(reason)
+    return server, cli
+
+
+class PrivateCluster:
+    """Three Redis Cluster masters on ``127.0.0.1``, slots split evenly by ``redis-cli``."""
+
+    def __init__(self, directory: Path, server: str, cli: str) -> None:
+        self.directory = directory
+        self.server = server
+        self.cli = cli
+        self.ports = [_free_port() for _ in range(MASTERS)]
+        # Bus ports of their own: the default (port + 10000) may not exist for an ephemeral port.
+        self.bus_ports = [_free_port() for _ in range(MASTERS)]
+        self.nodes = [f"127.0.0.1:{port}" for port in self.ports]
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> None:
+        """Start the masters, form the cluster, and wait for ``cluster_state:ok`` everywhere."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for port, bus_port in zip(self.ports, self.bus_ports):
+            self.procs.append(subprocess.Popen(
+                [self.server, "--port", str(port), "--cluster-port", str(bus_port), "--bind", "127.0.0.1",
+                 "--cluster-enabled", "yes", "--cluster-config-file", str(self.directory / f"nodes-{port}.conf"),
+                 "--cluster-node-timeout", "2000", "--save", "", "--appendonly", "no",
+                 "--dir", str(self.directory), "--logfile", str(self.directory / f"redis-{port}.log")],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            ))
+        for port in self.ports:
+            self._wait(port, lambda info: True)
+        create = subprocess.run(
+            [self.cli, "--cluster", "create", *self.nodes, "--cluster-replicas", "0", "--cluster-yes"],
+            stdin=subprocess.DEVNULL, capture_output=True, timeout=START_TIMEOUT,
+        )
+        if create.returncode != 0:
+            raise AssertionError(f"redis-cli --cluster create failed: {create.stdout.decode(errors='replace')}")
+        for port in self.ports:
+            self._wait(port, lambda info: "cluster_state:ok" in info and f"cluster_known_nodes:{MASTERS}" in info)
+
+    def client(self, port: int) -> Redis:
+        """A plain client of one node (not cluster-aware), for the test to look or act."""
+        return Redis(host="127.0.0.1", port=port, socket_timeout=5)
+
+    async def owner(self, slot: int) -> int:
+        """The port of the master serving ``slot`` now."""
+        async with self.client(self.ports[0]) as client:
+            for start, end, master, *_ in await client.execute_command("CLUSTER", "SLOTS", NEVER_DECODE=True):
+                if start <= slot <= end:
+                    return int(master[1])
+        raise AssertionError(f"slot {slot} is not served")
+
+    async def move_slot(self, slot: int, target: int) -> None:
+        """Move ``slot`` and its keys to the master on port ``target``, as a reshard does.
+
+        IMPORTING on the target, MIGRATING on the source, MIGRATE the keys,
+        then SETSLOT NODE everywhere: the source drops the slot's shard
+        channels (its subscribers get ``sunsubscribe``).
+        """
+        source = await self.owner(slot)
+        src, dst = self.client(source), self.client(target)
+        try:
+            src_id, dst_id = (await src.execute_command("CLUSTER", "MYID")), (await dst.execute_command("CLUSTER", "MYID"))
+            src_id, dst_id = _text(src_id), _text(dst_id)
+            await dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+            await src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+            while keys := await src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+                await src.execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *keys)
+            for client in (dst, src):
+                await client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+            for port in self.ports:
+                if port not in (source, target):
+                    async with self.client(port) as other:
+                        await other.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+        finally:
+            await src.aclose()
+            await dst.aclose()
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _wait(self, port: int, ready: Callable[[str], bool]) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                with SyncRedis(host="127.0.0.1", port=port, socket_timeout=5) as client:
+                    if ready(_text(client.execute_command("CLUSTER", "INFO"))):
+                        return
+            except (OSError, RedisConnectionError):
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"Redis Cluster node {port} not ready in {START_TIMEOUT}s")
+            time.sleep(0.05)
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@pytest.fixture(scope="session")
+def private_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateCluster]:
+    """One three-master cluster for the whole session (it takes seconds to form).
+
+    Tests share it the way they share the Redis on 6379: each uses a key
+    prefix of its own. A test that moves slots leaves every slot served.
+    """
+    server, cli = require_cluster_binaries()
+    cluster = PrivateCluster(tmp_path_factory.mktemp("redis-cluster"), server, cli)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.close()
+
+
+async def delete_prefix(cluster: PrivateCluster, prefix: str) -> None:
+    """Delete every key of ``prefix`` on every master (a test's own keys)."""
+    for port in cluster.ports:
+        async with cluster.client(port) as client:
+            keys = [key async for key in client.scan_iter(match=f"{prefix}.*", count=1000)]
+            for key in keys:  # one by one: the keys of one master may span its slots
+                await client.delete(key)

@@ -202,7 +202,10 @@ async def _reply_when_done(
         reply = protocol.reply(command.id, await task)
     except Exception as exc:
         reply = _error_reply(ctx, command, exc)
-    if before is not None:
+    if before is not None and not before.done():
+        # Even for a done future asyncio.wait takes a loop tick: a chain of
+        # pipelined replies would leave one per tick, and so would the next
+        # commands of a client that waits for them.
         await asyncio.wait([before])
     ctx.conn.send(reply)
 

@@ -80,7 +80,8 @@ class Subscriber:
         self.attempts = 0
 
     async def connect(self, port: int) -> None:
-        ws = await open_client(port)
+        # Bounded: an upgrade accepted into the backlog of a process that is exiting gets no answer.
+        ws = await asyncio.wait_for(open_client(port), 10)
         try:
             reply = await asyncio.wait_for(ws.call({"id": 1, "type": "connect", "token": self.token}), 30)
             if "result" not in reply:

@@ -54,6 +54,13 @@ class Client(RawWS):
 
     disconnect: dict[str, Any] | None = None
 
+    def data_received(self, data: bytes) -> None:
+        if self.opened.cancelled():  # the upgrade took too long and was given up
+            if self.transport is not None:
+                self.transport.close()
+            return
+        super().data_received(data)
+
     def _frame(self, opcode: int, payload: bytes) -> None:
         if opcode == 0x1 and b'"disconnect"' in payload:
             for line in payload.split(b"\n"):

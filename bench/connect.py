@@ -16,9 +16,15 @@ stagewire, bare, stagewire, ...) so that both see the same machine:
   to the same server (its session cache knows them).
 * ``bare``: the reference prototype ``python -m bench.bare_server``, no auth.
 
+With ``--log-connections``, each round also has a warm round of a server with
+``[server] connection_log = true`` writing its log to a file: the cost of the
+per-connection log lines.
+
 The server's and this load generator's CPU time are reported per round, so
-the figures show which side was the limit. The last line gives the ratios
-stagewire / bare (medians over the rounds).
+the figures show which side was the limit, and so are connects per second of
+the server's own CPU time (``per_server_cpu_s``): the cost of a connect,
+whatever else the machine runs. The last lines give the ratios stagewire /
+bare of both (medians over the rounds).
 
 Usage::
 
@@ -55,8 +61,9 @@ CLIENT_TIMEOUT = 30.0
 class Proc:
     """A server process on ``port``, with its CPU and memory readings from /proc."""
 
-    def __init__(self, command: list[str], port: int, env: dict[str, str] | None = None) -> None:
-        self.command, self.port = command, port
+    def __init__(self, command: list[str], port: int, env: dict[str, str] | None = None,
+                 log: Path | None = None) -> None:
+        self.command, self.port, self.log = command, port, log
         self.env = {**os.environ, **(env or {})}
         self.proc: asyncio.subprocess.Process | None = None
 
@@ -68,10 +75,13 @@ class Proc:
     async def start(self, timeout: float = 60.0) -> float:
         """Start and wait for ``/readyz``; the seconds it took."""
         started = time.perf_counter()
+        out = self.log.open("ab") if self.log is not None else None
         self.proc = await asyncio.create_subprocess_exec(
             *self.command, cwd=ROOT, env=self.env,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL, stderr=out or asyncio.subprocess.DEVNULL,
         )
+        if out is not None:
+            out.close()
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession() as http:
             while time.monotonic() < deadline:
@@ -143,9 +153,9 @@ def stagewire_env(tmp: str, port: int, **extra: str) -> dict[str, str]:
     }
 
 
-def stagewire(tmp: str, port: int | None = None, **extra: str) -> Proc:
+def stagewire(tmp: str, port: int | None = None, log: Path | None = None, **extra: str) -> Proc:
     port = port or free_port()
-    return Proc([sys.executable, "-m", "server"], port, stagewire_env(tmp, port, **extra))
+    return Proc([sys.executable, "-m", "server"], port, stagewire_env(tmp, port, **extra), log)
 
 
 def bare(port: int | None = None) -> Proc:
@@ -210,17 +220,22 @@ async def close_all(clients: list[RawWS]) -> None:
 async def measure(server: Proc, tokens: list[str], inflight: int) -> dict[str, float]:
     cpu_server, cpu_self = server.cpu_seconds(), own_cpu()
     clients, seconds = await storm(server.port, tokens, inflight)
+    server_cpu = server.cpu_seconds() - cpu_server
     result = {
         "per_s": round(len(tokens) / seconds),
-        "server_cpu": round((server.cpu_seconds() - cpu_server) / seconds, 2),
+        # Connects per second of the server's own CPU time: the cost, whatever else the machine runs.
+        "per_server_cpu_s": round(len(tokens) / server_cpu) if server_cpu > 0 else 0,
+        "server_cpu": round(server_cpu / seconds, 2),
         "generator_cpu": round((own_cpu() - cpu_self) / seconds, 2),
     }
     await close_all(clients)
     return result
 
 
-async def run(clients: int, inflight: int, rounds: int, warm: int) -> dict:
+async def run(clients: int, inflight: int, rounds: int, warm: int, log_connections: bool = False) -> dict:
     results: dict[str, list[dict[str, float]]] = {"bare": [], "stagewire_cold": [], "stagewire_warm": []}
+    if log_connections:
+        results["stagewire_warm_logged"] = []
     with tempfile.TemporaryDirectory() as tmp:
         reference = bare()
         await reference.start()
@@ -244,12 +259,26 @@ async def run(clients: int, inflight: int, rounds: int, warm: int) -> dict:
                         print(f"round {round_ + 1} stagewire warm: {results['stagewire_warm'][-1]}", file=sys.stderr)
                 finally:
                     await server.stop()
+                if log_connections:
+                    # The same, with [server] connection_log on, its JSON lines written to a file.
+                    logged = stagewire(tmp, server.port, Path(tmp, "server.log"), STAGEWIRE_SERVER__CONNECTION_LOG="true")
+                    await logged.start()
+                    try:
+                        await measure(logged, tokens, inflight)  # fills the cache
+                        results["stagewire_warm_logged"].append(await measure(logged, tokens, inflight))
+                        print(f"round {round_ + 1} stagewire warm, connection log on: "
+                              f"{results['stagewire_warm_logged'][-1]}", file=sys.stderr)
+                    finally:
+                        await logged.stop()
         finally:
             await reference.stop()
-    bare_rate = statistics.median(r["per_s"] for r in results["bare"])
     summary = {
-        kind: round(statistics.median(r["per_s"] for r in runs) / bare_rate, 2)
-        for kind, runs in results.items() if runs and kind != "bare"
+        figure: {
+            kind: round(statistics.median(r[figure] for r in runs)
+                        / statistics.median(r[figure] for r in results["bare"]), 2)
+            for kind, runs in results.items() if runs and kind != "bare"
+        }
+        for figure in ("per_s", "per_server_cpu_s")
     }
     return {"clients": clients, "inflight": inflight, "runs": results, "ratio_to_bare": summary}
 
@@ -260,12 +289,14 @@ def main() -> None:
     parser.add_argument("--inflight", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warm", type=int, default=1, help="warm rounds after each cold one")
+    parser.add_argument("--log-connections", action="store_true",
+                        help="also warm rounds with [server] connection_log on (the cost of those lines)")
     parser.add_argument("--output", help="write the results as JSON here")
     args = parser.parse_args()
     import uvloop
 
     uvloop.install()
-    result = asyncio.run(run(args.clients, args.inflight, args.rounds, args.warm))
+    result = asyncio.run(run(args.clients, args.inflight, args.rounds, args.warm, args.log_connections))
     print(json.dumps(result, indent=2))
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=2))

@@ -1,7 +1,7 @@
 """Restart benchmark: how long a node takes to get all its clients back after SIGTERM.
 
-1. Starts ``python -m server`` with the Redis broker (a key prefix of its own
-   on ``--redis``, deleted at the end), opens ``--sessions`` login sessions and
+1. Starts ``python -m server`` with the Redis broker (a ``redis-server`` of
+   its own, or ``--redis`` with a key prefix of its own, deleted at the end), opens ``--sessions`` login sessions and
    connects ``--clients`` WebSocket clients (``bench/wsraw.py``, ``--inflight``
    handshakes at a time), each subscribed to one of ``--channels`` channels.
 2. Publishes one message per channel, which every client will have to recover.
@@ -41,6 +41,7 @@ import aiohttp
 import orjson
 from redis.asyncio import Redis
 
+from bench.chaos import RedisServer
 from bench.connect import HOST, Proc, free_port, login_sessions, own_cpu, stagewire
 from bench.wsraw import RawWS
 
@@ -129,9 +130,14 @@ async def publish(http: aiohttp.ClientSession, port: int, channel: str, data: An
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     prefix = f"bench-restart-{secrets.token_hex(4)}"
     with tempfile.TemporaryDirectory() as tmp:
+        private = None
+        if args.redis is None:
+            private = RedisServer(Path(tmp, "redis"))
+            await private.start()
+        redis_url = private.url if private is not None else args.redis
         extra = {
             "STAGEWIRE_BROKER__BACKEND": "redis",
-            "STAGEWIRE_BROKER__REDIS_URL": args.redis,
+            "STAGEWIRE_BROKER__REDIS_URL": redis_url,
             "STAGEWIRE_BROKER__PREFIX": prefix,
             "STAGEWIRE_API__KEYS": API_KEY,
             "STAGEWIRE_SERVER__SHUTDOWN_TIMEOUT": "10",
@@ -140,16 +146,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.hint is not None:
             extra["STAGEWIRE_SERVER__SHUTDOWN_RECONNECT_AFTER"] = args.hint
         server: Proc = stagewire(tmp, free_port(), **extra)
-        await server.start()
         try:
+            await server.start()
             return await storm(server, args)
         finally:
             await server.stop()
-            redis = Redis.from_url(args.redis)
-            keys = [key async for key in redis.scan_iter(match=f"{prefix}.*", count=1000)]
-            if keys:
-                await redis.delete(*keys)
-            await redis.aclose()
+            if private is not None:
+                await private.kill()
+            else:
+                redis = Redis.from_url(redis_url)
+                keys = [key async for key in redis.scan_iter(match=f"{prefix}.*", count=1000)]
+                if keys:
+                    await redis.delete(*keys)
+                await redis.aclose()
 
 
 async def storm(server: Proc, args: argparse.Namespace) -> dict[str, Any]:
@@ -168,6 +177,7 @@ async def storm(server: Proc, args: argparse.Namespace) -> dict[str, Any]:
     async with aiohttp.ClientSession() as http:
         for c in range(args.channels):
             await publish(http, server.port, f"bench:restart-{c}", {"before": "restart"})
+    print(f"published to {args.channels} channels", file=sys.stderr)
     await asyncio.sleep(1.0)
     rss_before = server.status_kib("VmRSS")
 
@@ -181,7 +191,9 @@ async def storm(server: Proc, args: argparse.Namespace) -> dict[str, Any]:
     assert server.proc is not None
     await server.proc.wait()
     stopped = time.perf_counter() - sigterm
+    print(f"SIGTERM: exited after {stopped:.1f} s", file=sys.stderr)
     ready = await server.start() + stopped
+    print(f"restarted: ready {ready:.1f} s after SIGTERM", file=sys.stderr)
     done, pending = await asyncio.wait(back, timeout=args.timeout)
     for task in pending:
         task.cancel()
@@ -222,7 +234,7 @@ def main() -> None:
     parser.add_argument("--storm-inflight", type=int, default=1000,
                         help="reconnect handshakes in flight at most (this generator's bound)")
     parser.add_argument("--hint", help="reconnect_after sent at SIGTERM, 'min_ms,max_ms' (default: the server's)")
-    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--redis", help="a Redis URL to use (default: a redis-server of the bench's own)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds the clients have to come back")
     parser.add_argument("--output", help="write the result as JSON here")
     args = parser.parse_args()

@@ -120,6 +120,9 @@ class BrokerSettings:
     ping_interval: float = 5.0  # a silent pub/sub connection is pinged, and dropped after 2x
     reconnect_min_delay: float = 0.1  # reconnect backoff: doubles from min to max, ±20% jitter
     reconnect_max_delay: float = 5.0
+    # Seconds between checks of every held channel's stream position against what was
+    # delivered (one batched read), catching a lost publication that nothing follows.
+    position_check_interval: float = 5.0
     # Redis Cluster: "host:port" of some of its nodes; set, it replaces redis_url,
     # and pub/sub is sharded per slot owner (see server/broker/redis_cluster.py).
     cluster_nodes: tuple[str, ...] = ()

@@ -24,6 +24,11 @@ Error codes (replies; the connection stays open)::
 
     100-199   command errors. ``temporary`` ones (100, 111, 112) may be retried.
 
+Unsubscribe codes (an ``unsubscribe`` push; the connection stays open)::
+
+    2000-2499  final: the server ended the subscription (access lost, ...).
+    2500-2999  resubscribe now, with ``recover`` from the last offset seen.
+
 Close codes (the connection ends)::
 
     1000-2999  WebSocket standard codes; 1001 and 1006 mean "reconnect",
@@ -63,6 +68,19 @@ class ErrorCode(IntEnum):
 
 
 _TEMPORARY = frozenset({ErrorCode.INTERNAL, ErrorCode.TOO_MANY_REQUESTS, ErrorCode.UNAVAILABLE})
+
+
+class UnsubscribeCode(IntEnum):
+    """Codes of ``unsubscribe`` pushes: why the server ended one subscription."""
+
+    SERVER = 2000  # ended by the server (access lost, ...); do not resubscribe by yourself
+    # 2500-2999: resubscribe with recover.
+    RESUBSCRIBE = 2500  # the node could not keep the stream whole: resubscribe and recover
+
+    @property
+    def resubscribe(self) -> bool:
+        """Whether the client should subscribe again at once, with ``recover``."""
+        return 2500 <= self < 3000
 
 
 class CloseCode(IntEnum):

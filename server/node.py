@@ -37,11 +37,12 @@ from server.broker.base import Broker, BrokerUnavailable, Publication, Stream, S
 from server.config import NamespaceSettings, Settings
 from server.connection import Connection, State
 from server.durable import DurableLog
-from server.errors import CloseCode, CommandError, ErrorCode
+from server.errors import CloseCode, CommandError, ErrorCode, UnsubscribeCode
 from server.hooks.base import NO_EVENTS, NO_PROXY, EventSink, Proxy
 from server.hub import Hub
 from server.ops.counters import Counters, LatencyHistogram
 from server.presence.base import PresenceStore
+from server.positions import ChannelPositions
 from server.presence.tracker import PresenceTracker
 from server.protocol import Encoding
 from server.tasks import stop_tasks
@@ -89,6 +90,11 @@ class Node:
         self._held: set[str] = set()
         self._hold_locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        # What was delivered of each held channel; fills gaps from the streams.
+        self.positions = ChannelPositions(
+            self._deliver, self._read_missed, self._stream_position, self._resubscribe_everyone, self.spawn
+        )
+        self._checker: asyncio.Task[None] | None = None
         self._pinger: asyncio.Task[None] | None = None
         self._presence_task: asyncio.Task[None] | None = None
         self.presence = PresenceTracker(
@@ -110,6 +116,7 @@ class Node:
         await self.broker.start(self)
         await self.durable.start()
         self._pinger = asyncio.create_task(self._ping_forever(), name="node-ping")
+        self._checker = asyncio.create_task(self._check_positions_forever(), name="node-position-check")
         self._presence_task = asyncio.create_task(
             self.presence.run(lambda: list(self.connections.values()), self.held_channels),
             name="node-presence",
@@ -135,7 +142,7 @@ class Node:
             await asyncio.wait(late, timeout=ABORT_WAIT)
 
     async def close(self) -> None:
-        own = [t for t in (self._pinger, self._presence_task) if t is not None]
+        own = [t for t in (self._pinger, self._checker, self._presence_task) if t is not None]
         await stop_tasks([*own, *self._tasks], STOP_TIMEOUT)
         await self.presence.store.close()
         await self.durable.close()
@@ -245,6 +252,7 @@ class Node:
                 sub = Subscription(await stream.position(channel), None, [])
             else:
                 sub = await self._recover(stream, channel, recover_since, ns)
+            self.positions.seen(channel, sub.position)
             sub.joined = await self.presence.join(conn, channel)
             return sub
         except BaseException:
@@ -264,8 +272,14 @@ class Node:
         return Subscription(top, complete, pubs if complete else [])
 
     def activate(self, conn: Connection, channel: str, subscription: Subscription) -> None:
-        """Make a subscription live once its reply is queued; announce the join."""
-        self.hub.activate(conn, channel, subscription.position.offset)
+        """Make a subscription live once its reply is queued; announce the join.
+
+        It goes live once the node delivered everything up to the position the
+        reply reported (pub/sub may lag behind the stream the reply read), and
+        buffers until then: no duplicate, no gap.
+        """
+        covered = subscription.position
+        self.positions.when_delivered(channel, covered, lambda: self.hub.activate(conn, channel, covered.offset))
         if channel in conn.subscriptions:
             self.events.subscribed(conn, channel)
         if subscription.joined and conn.identity is not None:
@@ -278,15 +292,19 @@ class Node:
             channel, since=since, limit=limit, reverse=reverse
         )
 
-    async def unsubscribe(self, conn: Connection, channel: str, reason: str | None = None) -> None:
-        """End a subscription; with a ``reason`` the server ended it, and the client is told."""
+    async def unsubscribe(
+        self, conn: Connection, channel: str, reason: str | None = None, code: UnsubscribeCode = UnsubscribeCode.SERVER
+    ) -> None:
+        """End a subscription; with a ``reason`` the server ended it, and the client is told (with ``code``)."""
         self.namespace(channel)  # an unknown namespace is an error here too
         if channel not in conn.subscriptions:
             raise CommandError(ErrorCode.NOT_SUBSCRIBED, f"not subscribed to {channel}")
-        if self.hub.remove(conn, channel):
-            await self._release(channel)
+        # Removed and told before any await, so nothing more of the channel reaches it.
+        last = self.hub.remove(conn, channel)
         if reason is not None:
-            conn.send(protocol.unsubscribe_push(channel, reason))
+            conn.send(protocol.unsubscribe_push(channel, reason, code))
+        if last:
+            await self._release(channel)
         self.events.unsubscribed(conn, channel)
         await self.presence.leave(conn, channel)
 
@@ -349,8 +367,10 @@ class Node:
                 if wanted and channel not in self._held:
                     await self.broker.subscribe(channel)
                     self._held.add(channel)
+                    self.positions.hold(channel)
                 elif not wanted and channel in self._held:
                     self._held.discard(channel)
+                    self.positions.release(channel)
                     await self.broker.unsubscribe(channel)
         finally:
             if not lock.locked() and not lock._waiters:
@@ -398,6 +418,10 @@ class Node:
     # -- BrokerHandler ------------------------------------------------------------
 
     def on_publication(self, pub: Publication) -> None:
+        self.positions.on_publication(pub)
+
+    def _deliver(self, pub: Publication) -> None:
+        """Fan one publication out to the local subscribers, in the order ``positions`` keeps."""
         message = protocol.pub_push(pub.channel, pub.offset, pub.data, pub.info)
         counters = self.counters
         delivered = self.hub.broadcast(pub.channel, message)
@@ -441,10 +465,46 @@ class Node:
             conn.close(code, reason)
 
     def on_gap(self, channels_: Sequence[str]) -> None:
-        """The broker may have lost publications: subscribers must recover."""
-        for channel in channels_:
-            for conn in list(self.hub.subscribers(channel)):
-                conn.close(CloseCode.INSUFFICIENT_STATE, "publications may have been missed")
+        """The broker may have lost publications: fill them in from the streams (see server/positions.py)."""
+        self.positions.on_gap(list(channels_))
+
+    # -- gap fill -------------------------------------------------------------------
+
+    async def _read_missed(self, channel: str, since: StreamPosition) -> tuple[list[Publication], StreamPosition]:
+        ns = self.namespace(channel)
+        limit = max(ns.history_size, ns.recover_max, 1)
+        return await self.stream(ns).history(channel, since=since, limit=limit)
+
+    async def _stream_position(self, channel: str) -> StreamPosition:
+        return await self.stream(self.namespace(channel)).position(channel)
+
+    def _resubscribe_everyone(self, channel: str) -> None:
+        """The stream cannot cover what ``channel`` missed: each subscriber resubscribes and recovers.
+
+        Each live subscription ends now, told with ``RESUBSCRIBE``, so nothing
+        of the channel's new stream reaches it before its resubscribe reply.
+        """
+        reason = "publications were missed: resubscribe and recover"
+        for conn in self.hub.subscribers(channel):
+            if self.hub.remove(conn, channel):
+                self.spawn(self._release_quietly(channel))
+            conn.send(protocol.unsubscribe_push(channel, reason, UnsubscribeCode.RESUBSCRIBE))
+            self.events.unsubscribed(conn, channel)
+            self.spawn(self.presence.leave(conn, channel))
+
+    async def _check_positions_forever(self) -> None:
+        interval = self.settings.broker.position_check_interval
+        if interval <= 0:
+            return
+        while True:
+            await asyncio.sleep(interval)
+            if self.broker.healthy:
+                try:
+                    await self.positions.check()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("position check failed")
 
     # -- heartbeat ------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from typing import Any, Mapping
 import msgpack
 import orjson
 
-from server.errors import ErrorCode, ProtocolError, StagewireError
+from server.errors import ErrorCode, ProtocolError, StagewireError, UnsubscribeCode
 from server.pusher import protocol as pusher_protocol
 from server.sse import codec as sse_codec
 
@@ -193,9 +193,9 @@ def presence_push(kind: str, channel: str, info: Mapping[str, Any]) -> dict[str,
     return {"type": kind, "channel": channel, "info": info}
 
 
-def unsubscribe_push(channel: str, reason: str) -> dict[str, Any]:
-    """The server ended a subscription (e.g. the user lost access to the channel)."""
-    return {"type": "unsubscribe", "channel": channel, "reason": reason}
+def unsubscribe_push(channel: str, reason: str, code: UnsubscribeCode = UnsubscribeCode.SERVER) -> dict[str, Any]:
+    """The server ended a subscription: for good (2000-2499, e.g. access lost) or to resubscribe (2500-2999)."""
+    return {"type": "unsubscribe", "channel": channel, "code": int(code), "reason": reason}
 
 
 def disconnect_push(code: int, reason: str, reconnect: bool,

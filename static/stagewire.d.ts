@@ -109,7 +109,8 @@ export interface SubscriptionHandlers<T = unknown> {
   onSubscribed?(info: SubscribedInfo): void;
   onRecovery?(recovered: boolean, info: SubscribedInfo): void;
   /** The server ended the subscription (e.g. the user lost access). */
-  onUnsubscribed?(event: { channel: string; reason: string }): void;
+  /** The server ended the subscription for good (code 2000-2499); 2500-2999 resubscribe by themselves. */
+  onUnsubscribed?(event: { channel: string; reason: string; code: number }): void;
   onError?(err: StagewireError): void;
   /** Recover from a saved position on the first subscribe. */
   since?: Position;

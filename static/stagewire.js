@@ -609,13 +609,21 @@ export class Stagewire {
         break;
       }
       case "unsubscribe": {
-        // The server ended the subscription (e.g. access lost): it will not come back by itself.
         const sub = this._subs.get(m.channel);
         if (!sub || sub.closed) break;
+        if (m.code >= 2500 && m.code < 3000) {
+          // The server could not keep the channel's stream whole: subscribe again,
+          // recovering from the last offset seen; onRecovery says whether all came back.
+          sub.active = false;
+          sub._early = [];
+          this._subscribe(sub, true);
+          break;
+        }
+        // The server ended the subscription (e.g. access lost): it will not come back by itself.
         sub.closed = true;
         sub.active = false;
         this._subs.delete(m.channel);
-        sub._emit("onUnsubscribed", { channel: m.channel, reason: m.reason });
+        sub._emit("onUnsubscribed", { channel: m.channel, reason: m.reason, code: m.code });
         break;
       }
       case "ping":

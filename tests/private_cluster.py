@@ -52,18 +52,13 @@ class PrivateCluster:
         self.bus_ports = [_free_port() for _ in range(MASTERS)]
         self.nodes = [f"127.0.0.1:{port}" for port in self.ports]
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.replicas: list[int] = []
 
     def start(self) -> None:
         """Start the masters, form the cluster, and wait for ``cluster_state:ok`` everywhere."""
         self.directory.mkdir(parents=True, exist_ok=True)
         for port, bus_port in zip(self.ports, self.bus_ports):
-            self.procs.append(subprocess.Popen(
-                [self.server, "--port", str(port), "--cluster-port", str(bus_port), "--bind", "127.0.0.1",
-                 "--cluster-enabled", "yes", "--cluster-config-file", str(self.directory / f"nodes-{port}.conf"),
-                 "--cluster-node-timeout", "2000", "--save", "", "--appendonly", "no",
-                 "--dir", str(self.directory), "--logfile", str(self.directory / f"redis-{port}.log")],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            ))
+            self._spawn(port, bus_port)
         for port in self.ports:
             self._wait(port, lambda info: True)
         create = subprocess.run(
@@ -74,6 +69,69 @@ class PrivateCluster:
             raise AssertionError(f"redis-cli --cluster create failed: {create.stdout.decode(errors='replace')}")
         for port in self.ports:
             self._wait(port, lambda info: "cluster_state:ok" in info and f"cluster_known_nodes:{MASTERS}" in info)
+
+    def add_replica(self, master: int) -> int:
+        """Start one more node as a replica of the master on port ``master``; returns its port."""
+        port, bus_port = _free_port(), _free_port()
+        self._spawn(port, bus_port)
+        self._wait(port, lambda info: True)
+        master_bus = self.bus_ports[self.ports.index(master)]
+        with SyncRedis(host="127.0.0.1", port=master, socket_timeout=5) as client:
+            master_id = _text(client.execute_command("CLUSTER", "MYID"))
+        with SyncRedis(host="127.0.0.1", port=port, socket_timeout=5) as client:
+            client.execute_command("CLUSTER", "MEET", "127.0.0.1", master, master_bus)
+            deadline = time.monotonic() + START_TIMEOUT
+            while master_id not in _text(client.execute_command("CLUSTER", "NODES")):
+                if time.monotonic() > deadline:
+                    raise AssertionError("the replica never learnt of its master")
+                time.sleep(0.05)
+            client.execute_command("CLUSTER", "REPLICATE", master_id)
+            while client.info("replication").get("master_link_status") != "up":
+                if time.monotonic() > deadline:
+                    raise AssertionError("the replica never synced")
+                time.sleep(0.05)
+        # Every master must know it as a replica before it can win a failover vote.
+        for other in self.ports:
+            with SyncRedis(host="127.0.0.1", port=other, socket_timeout=5) as client:
+                while f":{port}@" not in _text(client.execute_command("CLUSTER", "REPLICAS", master_id)):
+                    if time.monotonic() > deadline:
+                        raise AssertionError("the masters never learnt of the replica")
+                    time.sleep(0.05)
+        self._wait(port, lambda info: "cluster_state:ok" in info)
+        self.replicas.append(port)
+        return port
+
+    def failover(self, replica: int) -> None:
+        """``CLUSTER FAILOVER`` on ``replica``: it becomes the master of its master's slots."""
+        with SyncRedis(host="127.0.0.1", port=replica, socket_timeout=5) as client:
+            deadline = time.monotonic() + START_TIMEOUT
+            while client.info("replication").get("role") != "master":
+                if time.monotonic() > deadline:
+                    raise AssertionError("the failover did not happen")
+                client.execute_command("CLUSTER", "FAILOVER")  # again if the last one timed out (5 s)
+                for _ in range(120):
+                    if client.info("replication").get("role") == "master":
+                        break
+                    time.sleep(0.05)
+        old = next(p for p in self.ports if p not in self._masters_now())
+        self.ports[self.ports.index(old)] = replica
+        self.replicas[self.replicas.index(replica)] = old
+        for port in self.ports:
+            self._wait(port, lambda info: "cluster_state:ok" in info)
+
+    def _masters_now(self) -> set[int]:
+        with SyncRedis(host="127.0.0.1", port=self.replicas[-1], socket_timeout=5) as client:
+            slots = client.execute_command("CLUSTER", "SLOTS")
+        return {int(entry[2][1]) for entry in slots}
+
+    def _spawn(self, port: int, bus_port: int) -> None:
+        self.procs.append(subprocess.Popen(
+            [self.server, "--port", str(port), "--cluster-port", str(bus_port), "--bind", "127.0.0.1",
+             "--cluster-enabled", "yes", "--cluster-config-file", str(self.directory / f"nodes-{port}.conf"),
+             "--cluster-node-timeout", "2000", "--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "0",
+             "--dir", str(self.directory), "--logfile", str(self.directory / f"redis-{port}.log")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ))
 
     def client(self, port: int) -> Redis:
         """A plain client of one node (not cluster-aware), for the test to look or act."""

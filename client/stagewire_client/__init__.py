@@ -20,7 +20,9 @@ from stagewire_client.errors import (
     ErrorCode,
     ProtocolViolation,
     StagewireError,
+    UnsubscribeCode,
     should_reconnect,
+    should_resubscribe,
 )
 from stagewire_client.protocol import (
     ConnectInfo,
@@ -37,5 +39,6 @@ __all__ = [
     "BroadcastResult", "CannotConnect", "Client", "ClientError", "CloseCode", "ConnectInfo",
     "Disconnected", "Encoding", "ErrorCode", "History", "Login", "Position", "PresenceEvent",
     "PresenceStats", "ProtocolViolation", "Publication", "ServerAPI", "StagewireError",
-    "Subscription", "TokenProvider", "login", "login_token", "refresh_token", "should_reconnect",
+    "Subscription", "TokenProvider", "UnsubscribeCode", "login", "login_token", "refresh_token",
+    "should_reconnect", "should_resubscribe",
 ]

@@ -10,7 +10,10 @@ server, the client opens a new one after a capped exponential backoff with
 full jitter (or, first, the wait the server's ``disconnect`` push asked for
 with ``reconnect_after``), authenticates again (asking the token provider for a fresh token
 when the old one expired) and resubscribes every channel with the last
-offset and epoch it saw, so that what was missed is recovered. Final codes
+offset and epoch it saw, so that what was missed is recovered. An
+``unsubscribe`` push with a code 2500-2999 (the server could not keep one
+channel's stream whole) resubscribes that channel the same way, on the same
+connection. Final codes
 (4500-4999, 1000, 1009) end the client: calls and subscription iterators then
 raise :class:`~stagewire_client.errors.Disconnected`.
 """
@@ -33,6 +36,7 @@ from stagewire_client.errors import (
     Disconnected,
     ErrorCode,
     StagewireError,
+    should_resubscribe,
 )
 from stagewire_client.protocol import ConnectInfo, Encoding, Position, PresenceEvent, Push
 from stagewire_client.subscription import PresenceCallback, RecoveryCallback, Subscription
@@ -400,8 +404,13 @@ class Client(Commands):
             if sub is not None:
                 sub._presence(PresenceEvent(push.type, sub.channel, body.get("info") or {}))
         elif push.type == "unsubscribe":
-            # The server ended the subscription (access lost): the iterator ends.
-            if sub is not None:
+            code = body.get("code")
+            if sub is not None and isinstance(code, int) and should_resubscribe(code) and self._link is not None:
+                # The server could not keep the stream whole: subscribe again from
+                # the last offset seen; on_recovery learns whether it all came back.
+                self._spawn(self._send_subscribe(self._link, sub))
+            elif sub is not None:
+                # The server ended the subscription (access lost): the iterator ends.
                 self._subs.pop(sub.channel, None)
                 sub._end(None)
         elif push.type == "error":

@@ -41,6 +41,18 @@ class ErrorCode(IntEnum):
     NOT_FOUND = 113
 
 
+class UnsubscribeCode(IntEnum):
+    """Codes of ``unsubscribe`` pushes: 2000-2499 final, 2500-2999 resubscribe with recover."""
+
+    SERVER = 2000  # the server ended the subscription (access lost, ...)
+    RESUBSCRIBE = 2500  # the server could not keep the stream whole: resubscribe and recover
+
+
+def should_resubscribe(code: int) -> bool:
+    """Whether an ``unsubscribe`` push with ``code`` asks for an immediate resubscribe with recover."""
+    return 2500 <= code < 3000
+
+
 class CloseCode(IntEnum):
     """Codes of ``disconnect`` pushes and WebSocket close frames."""
 

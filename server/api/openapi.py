@@ -114,6 +114,9 @@ def document(extensions: Sequence[Describe] = ()) -> dict[str, Any]:
                                               security=USER_AUTH)},
         "/api/auth/logout": {"post": _simple("Revoke the session; its sockets are closed", "accounts",
                                              {"type": "object"}, security=USER_AUTH)},
+        "/api/auth/password": {"post": _simple(
+            "Change the password; the user's other sessions are revoked and their sockets closed", "accounts",
+            {"type": "object"}, security=USER_AUTH, body=c.add(auth_api.PasswordBody), errors=(401, 422, 429))},
         "/api/me": {"get": _simple("The caller", "accounts", user, security=USER_AUTH)},
         "/api/publish": {"post": _simple("Publish to a channel", "server", position, security=KEY_AUTH,
                                          body=c.add(server_api.PublishBody), errors=(401, 404, 422, 503))},

@@ -7,6 +7,7 @@ POST /api/auth/register    none        201 ``{"user"}``
 POST /api/auth/login       none        200 ``{"token", "expires_in", "user"}``
 POST /api/auth/refresh     Bearer      200 ``{"token", "expires_in", "user"}``
 POST /api/auth/logout      Bearer      200 ``{}``; the session's sockets are closed
+POST /api/auth/password    Bearer      200 ``{}``; the user's other sessions are revoked
 GET  /api/me               Bearer      200 ``{"user"}``
 =========================  ==========  ==============================================
 
@@ -38,6 +39,13 @@ class RegisterBody(BaseModel):
                         Field(json_schema_extra={"pattern": USERNAME_RE.pattern.join("^$")})]
     password: Annotated[str, AfterValidator(check_password),
                         Field(json_schema_extra={"minLength": PASSWORD_MIN, "maxLength": PASSWORD_MAX})]
+
+
+class PasswordBody(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+    password: Annotated[str, Field(min_length=1, max_length=PASSWORD_MAX)]
+    new_password: Annotated[str, Field(json_schema_extra={"minLength": PASSWORD_MIN, "maxLength": PASSWORD_MAX})]
 
 
 class LoginBody(BaseModel):
@@ -87,6 +95,18 @@ async def logout(request: web.Request) -> web.Response:
     return json_response({})
 
 
+async def change_password(request: web.Request) -> web.Response:
+    body = await parse_body(request, PasswordBody)
+    _, revoked = await request.app[AUTH].change_password(
+        bearer_token(request), body.password, body.new_password, client_ip(request)
+    )
+    # Like a logout of each of the other sessions, on every node.
+    if NODE in request.app:
+        for session_id in revoked:
+            await request.app[NODE].disconnect_session(session_id, "password changed")
+    return json_response({})
+
+
 async def me(request: web.Request) -> web.Response:
     identity: Identity = await request.app[AUTH].verify(bearer_token(request))
     return json_response({"user": _user(identity.user_id, identity.username, identity.role)})
@@ -97,5 +117,6 @@ routes: list[web.RouteDef] = [
     web.post("/api/auth/login", login),
     web.post("/api/auth/refresh", refresh),
     web.post("/api/auth/logout", logout),
+    web.post("/api/auth/password", change_password),
     web.get("/api/me", me),
 ]

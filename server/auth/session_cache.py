@@ -8,9 +8,10 @@ answer, kept here for ``[auth] session_cache_ttl`` seconds, at most
 What makes an answer wrong is a revocation, and every revocation reaches
 every node as a control message (:meth:`SessionCache.follow`):
 
-* ``{"op": "disconnect", "session": S}`` (a logout) forgets session ``S``;
-* ``{"op": "disconnect", "user": U}`` (``POST /api/disconnect``, a password
-  change) forgets every session of user ``U``;
+* ``{"op": "disconnect", "session": S}`` (a logout; a password change, for
+  each of the user's other sessions) forgets session ``S``;
+* ``{"op": "disconnect", "user": U}`` (``POST /api/disconnect``) forgets every
+  session of user ``U``;
 * a node that may have missed control messages (its Redis pub/sub connection
   was lost and is back) forgets everything, and while the broker is not
   healthy the cache is not used at all.

@@ -140,6 +140,41 @@ class Authenticator:
         token, expires_at = self.tokens.issue(user.id, str(session.id))
         return token, self._expires_in(expires_at), user
 
+    async def change_password(self, token: str, password: str, new_password: str,
+                              ip: str | None) -> tuple[Identity, list[str]]:
+        """Replace the password of the token's user, and revoke every other session of theirs.
+
+        Returns:
+            Whose it was, and the ids of the sessions revoked (to close their connections).
+
+        Raises:
+            CommandError: As :meth:`verify`; ``UNAUTHORIZED`` for a wrong
+                current password; ``BAD_REQUEST`` with ``fields`` for an
+                invalid new one.
+            TooManyAttempts: Too many recent failures for this IP or name.
+        """
+        identity = await self.verify(token)
+        try:
+            check_password(new_password)
+        except ValueError as exc:
+            raise CommandError(ErrorCode.BAD_REQUEST, "invalid fields", {"new_password": str(exc)}) from None
+        await self.limiter.acquire(ip, identity.username)
+        user = await User.get(id=identity.user_id)
+        if not await self.passwords.verify(user.password_hash, password):
+            raise CommandError(ErrorCode.UNAUTHORIZED, "wrong password")
+        await self.limiter.succeeded(ip, identity.username)
+        user.password_hash = await self.passwords.hash(new_password)
+        await user.save(update_fields=["password_hash"])
+        others = AuthSession.filter(user_id=user.id, revoked_at__isnull=True).exclude(id=identity.session_id)
+        revoked = [str(session_id) for session_id in await others.values_list("id", flat=True)]
+        for session_id in revoked:
+            self.sessions.revoke_session(session_id)
+        if revoked:
+            await AuthSession.filter(id__in=revoked).update(revoked_at=self._at(0))
+        for session_id in revoked:  # a connect may have read one back meanwhile
+            self.sessions.revoke_session(session_id)
+        return identity, revoked
+
     async def refresh(self, token: str) -> tuple[str, int, User]:
         """A new token for the same session, whose life is extended.
 

@@ -194,7 +194,7 @@ class _ClusterScript(AsyncScript):
 
 def _address(node: str) -> tuple[str, int]:
     host, _, port = node.rpartition(":")
-    return host, int(port)
+    return host.removeprefix("[").removesuffix("]"), int(port)  # "[::1]:7000" is host ::1
 
 
 @contextlib.contextmanager

@@ -8,9 +8,9 @@ default one), so that many apps can live in one process, as in the tests.
 
 Metrics (all prefixed ``stagewire_``):
 
-==================================  =========  ==============================================
+==================================  =========  ==============================================================
 name                                type       meaning
-==================================  =========  ==============================================
+==================================  =========  ==============================================================
 connections                         gauge      WebSocket connections open on this node
 connections_accepted_total          counter    WebSocket connections accepted
 channels                            gauge      channels with local subscribers
@@ -24,8 +24,11 @@ slow_disconnects_total              counter    clients cut off as slow (close co
 connects_deferred_total             counter    upgrades answered 503 ``try_again`` (``max_handshakes``)
 broker_up                           gauge      1 while the broker is reachable
 broker_reconnects_total             counter    times the broker connection was re-established
+gap_fills_total                     counter    channels filled from their stream after missing publications
+gap_filled_publications_total       counter    publications delivered by those fills
+stream_resets_total                 counter    channels whose subscribers had to resubscribe (stream lost)
 publish_latency_seconds             histogram  ``node.publish``: broker (and database) ack time
-==================================  =========  ==============================================
+==================================  =========  ==============================================================
 
 The registry also carries prometheus_client's process metrics
 (``process_resident_memory_bytes``, ``process_open_fds``,
@@ -85,6 +88,13 @@ class NodeCollector(Collector):
                                 value=1 if node.broker.healthy else 0)
         yield CounterMetricFamily("stagewire_broker_reconnects", "Broker connections re-established",
                                   value=node.broker.reconnects)
+        positions = node.positions
+        yield CounterMetricFamily("stagewire_gap_fills", "Channels filled from their stream after a gap",
+                                  value=positions.fills)
+        yield CounterMetricFamily("stagewire_gap_filled_publications", "Publications delivered by gap fills",
+                                  value=positions.filled)
+        yield CounterMetricFamily("stagewire_stream_resets", "Channels whose subscribers had to resubscribe",
+                                  value=positions.resets)
         hist = node.publish_latency
         yield HistogramMetricFamily(
             "stagewire_publish_latency_seconds",

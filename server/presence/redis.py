@@ -37,9 +37,9 @@ on one shard and so use one clock too.
 
 A refresh extends only entries that still exist (``ZADD XX``): it never brings
 back a client that was removed or swept meanwhile. Entries lost with a Redis
-restart come back when the clients resubscribe: the broker's pub/sub
-connections were cut as well, so the node closes those subscribers with 4005
-and they reconnect (see ``Node.on_gap``).
+restart come back when the clients resubscribe: the restart reset the
+channels' streams as well, so the node tells those subscribers to resubscribe
+(``unsubscribe`` push with code 2500, see ``server/positions.py``).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ class FakeNode:
     def __init__(self) -> None:
         self.disconnected: list[str] = []
 
-    async def disconnect_session(self, session_id: str) -> None:
+    async def disconnect_session(self, session_id: str, reason: str = "logged out") -> None:
         self.disconnected.append(session_id)
 
 
@@ -238,3 +238,28 @@ async def test_logout_works_without_a_node(aiohttp_client: Any, settings: Settin
     assert response.status == 200
     await assert_error(await client.get("/api/me", headers=bearer(token)),
                        401, ErrorCode.UNAUTHORIZED)
+
+
+async def test_a_password_change_revokes_the_other_sessions(client: TestClient, node: FakeNode) -> None:
+    token = await token_of(client)
+    other = (await (await login(client, "alice")).json())["token"]
+    other_session = (await client.app[AUTH].verify(other)).session_id
+    path = "/api/auth/password"
+
+    wrong = {"password": "not the password", "new_password": "a brand new one"}
+    await assert_error(await client.post(path, json=wrong, headers=bearer(token)), 401, ErrorCode.UNAUTHORIZED)
+    weak = {"password": "pass-word-1", "new_password": "short"}
+    error = await assert_error(await client.post(path, json=weak, headers=bearer(token)), 422, ErrorCode.BAD_REQUEST)
+    assert set(error["fields"]) == {"new_password"}
+    await assert_error(await client.post(path, json=wrong), 401, ErrorCode.UNAUTHORIZED)  # no token
+    assert node.disconnected == []
+
+    response = await client.post(path, json={"password": "pass-word-1", "new_password": "a brand new one"},
+                                 headers=bearer(token))
+    assert response.status == 200 and await response.json() == {}
+    assert node.disconnected == [other_session]
+    await assert_error(await client.get("/api/me", headers=bearer(other)), 401, ErrorCode.UNAUTHORIZED)
+    assert (await client.get("/api/me", headers=bearer(token))).status == 200  # the caller's session stays
+    await assert_error(await login(client, "alice"), 401, ErrorCode.UNAUTHORIZED)  # the old password
+    body = {"username": "alice", "password": "a brand new one"}
+    assert (await client.post("/api/auth/login", json=body)).status == 200

@@ -165,3 +165,50 @@ async def wait_for_offset(handler: RecordingHandler, offset: int) -> None:
         while not handler.publications or handler.publications[-1].offset < offset:
             await asyncio.sleep(0.01)
     await asyncio.wait_for(poll(), 5)
+
+
+@pytest.fixture
+def own_cluster(tmp_path):
+    """A cluster of this test's own, with one replica: a failover changes the topology for good."""
+    from tests.private_cluster import require_cluster_binaries
+
+    cluster = PrivateCluster(tmp_path / "cluster", *require_cluster_binaries())
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.close()
+
+
+async def test_a_failover_moves_channels_to_the_promoted_replica(own_cluster, prefix, channel):
+    cluster = own_cluster
+    brokers: list[RedisBroker] = []
+    clients: list[RedisClient] = []
+    try:
+        async def make(handler: RecordingHandler) -> RedisBroker:
+            clients.append(RedisClient(BrokerSettings(
+                backend="redis", cluster_nodes=tuple(cluster.nodes), prefix=prefix, **FAST)))
+            brokers.append(RedisBroker(clients[-1]))
+            await brokers[-1].start(handler)
+            return brokers[-1]
+
+        handler = OrderedHandler()
+        subscriber, publisher = await make(handler), await make(RecordingHandler())
+        await subscriber.subscribe(channel)
+        await publisher.publish(channel, "before")
+        await handler.wait_for("publications", 1)
+        master = await cluster.owner(key_slot(f"{prefix}.pub.{{{channel}}}".encode()))
+        replica = await asyncio.to_thread(cluster.add_replica, master)
+        await asyncio.to_thread(cluster.failover, replica)
+        assert await cluster.owner(key_slot(f"{prefix}.pub.{{{channel}}}".encode())) == replica
+
+        # The old master, now a replica, dropped the subscription: the node
+        # subscribes on the new master and reports the gap before anything else.
+        await handler.wait_for("gaps", 1)
+        position = await publisher.publish(channel, "after")  # the first command may find the old master
+        assert position.offset == 2  # the replica had the channel's keys
+        await wait_for_offset(handler, 2)
+        assert handler.events == [1, "gap", 2]
+    finally:
+        await asyncio.gather(*(broker.close() for broker in brokers))
+        await asyncio.gather(*(client.close() for client in clients))

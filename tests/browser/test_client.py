@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.pages import PASSWORD, open_page
+from tests.browser.pages import PASSWORD, open_page, start_server
+from tests.private_redis import private_redis  # noqa: F401
 
 SCRIPT = """async ([encoding, password]) => {
   const sw = await import("/static/stagewire.js");
@@ -83,5 +84,41 @@ async def test_token_is_refreshed_before_it_expires(browser, tmp_path, page_erro
         }""", PASSWORD)
         assert result["expires_in"] <= 4
         assert result["changed"] and result["drops"] == [] and result["state"] == "connected"
+    finally:
+        await server.kill()
+
+
+async def test_a_resubscribe_push_resubscribes_with_recover(browser, tmp_path, page_errors, private_redis):
+    server = await start_server(tmp_path, STAGEWIRE_BROKER__BACKEND="redis",
+                                STAGEWIRE_BROKER__REDIS_URL=private_redis.url,
+                                STAGEWIRE_BROKER__RECONNECT_MAX_DELAY="0.3")
+    try:
+        await server.register("alice", PASSWORD)
+        page = await open_page(browser, server, page_errors, "library")
+        await page.evaluate("""async (password) => {
+          const sw = await import("/static/stagewire.js");
+          const { token } = await sw.login("alice", password);
+          const client = new sw.Stagewire({ token });
+          window.seen = { got: [], recoveries: [], unsubscribed: [] };
+          window.sub = client.subscribe("chat:reset", {
+            onPublication: (p) => window.seen.got.push(p.data),
+            onRecovery: (recovered) => window.seen.recoveries.push(recovered),
+            onUnsubscribed: (e) => window.seen.unsubscribed.push(e.code),
+          });
+          window.client = client;
+          await client.connect();
+          await window.sub.ready;
+          await client.publish("chat:reset", "before");
+          while (window.seen.got.length < 1) await new Promise((r) => setTimeout(r, 20));
+        }""", PASSWORD)
+        await private_redis.restart()  # back empty: the channel's stream and epoch are gone
+        result = await page.evaluate("""async () => {
+          while (window.seen.recoveries.length < 1) await new Promise((r) => setTimeout(r, 20));
+          await window.client.publish("chat:reset", "after");
+          while (window.seen.got.length < 2) await new Promise((r) => setTimeout(r, 20));
+          return { ...window.seen, state: window.client.state, closed: window.sub.closed };
+        }""")
+        assert result == {"got": ["before", "after"], "recoveries": [False], "unsubscribed": [],
+                          "state": "connected", "closed": False}
     finally:
         await server.kill()

@@ -184,6 +184,26 @@ async def test_a_silent_server_is_dropped_after_ping_plus_grace(silent_server) -
     assert "nothing from the server" in losses[0].reason
 
 
+async def test_a_resubscribe_push_resubscribes_with_recover_on_the_same_connection(stagewire, sdk) -> None:
+    connects: list[ConnectInfo] = []
+    recoveries: list[bool] = []
+    client = await sdk(stagewire, "alice", on_connect=connects.append)
+    sub = await client.subscribe("news:blip", on_recovery=recoveries.append)
+    await publish(stagewire, "news:blip", "old")
+    assert (await next_pub(sub)).offset == 1
+
+    # The broker lost the stream (Redis restarted empty): the node's position
+    # check finds the new epoch and tells the subscription to resubscribe (2500).
+    node = stagewire.app[NODE]
+    await node.broker.restore_position("news:blip", StreamPosition(0, "new-epoch"))
+    await node.positions.check()
+    await eventually(lambda: recoveries, "the resubscribe")
+    assert recoveries == [False] and sub.recovered is False and sub.epoch == "new-epoch"
+    await publish(stagewire, "news:blip", "after")
+    assert (await next_pub(sub)).data == "after"
+    assert len(connects) == 1  # the connection stayed
+
+
 async def test_a_stopping_server_spreads_the_reconnects_with_its_hint(make_stagewire, sdk, tmp_path) -> None:
     sw = await make_stagewire(make_settings(tmp_path, server={"shutdown_reconnect_after": [300, 400]}))
     connects: list[float] = []

@@ -119,3 +119,56 @@ async def test_a_slot_moved_under_two_servers_loses_nothing(rcluster, private_cl
         assert await receive(a, subscriber, channel, 45, epoch) == [(i + 1, i) for i in range(45)]
     finally:
         await private_cluster.move_slot(slot, source)
+
+
+async def test_pubsub_connections_killed_mid_stream_lose_nothing(rcluster, private_cluster):
+    """Every master kills the subscriber node's pub/sub connections while publications flow."""
+    cluster, env = rcluster
+    a, b = await cluster.pair(env=env)
+    channels = [channel_name(f"kill{i}") for i in range(6)]
+    subscriber = await a.client("sub")
+    epochs = {}
+    for channel in channels:
+        epochs[channel] = (await subscriber.result("subscribe", channel=channel))["epoch"]
+        await subscriber.recv_push("join", channel=channel, info={"user": "sub"})
+    publisher = await b.client("pub")
+
+    async def publish(start: int, stop: int) -> None:
+        for i in range(start, stop):
+            for channel in channels:
+                await publisher.result("publish", channel=channel, data=i)
+
+    await publish(0, 5)
+    killed = 0
+    for port in private_cluster.ports:
+        async with private_cluster.client(port) as client:
+            for entry in await client.client_list(_type="pubsub"):
+                if entry.get("name", "").startswith(f"stagewire-{cluster.prefix}"):
+                    await client.client_kill_filter(_id=entry["id"])
+                    killed += 1
+    assert killed >= 2  # the subscriber's (one per master it holds channels on) and the publisher's
+    await publish(5, 20)
+
+    # Per channel: all 20, in order, once, whichever way the node catches up.
+    received: dict[str, list[int]] = {c: [] for c in channels}
+    client = subscriber
+    while any(len(r) < 20 for r in received.values()):
+        message = await client.recv()
+        kind, channel = message.get("type"), message.get("channel")
+        if kind == "pub":
+            received[channel].append(message["data"])
+        elif kind == "disconnect":
+            assert message["reconnect"] is True, message
+            client = await a.client("sub")
+            for c in channels:
+                await resubscribe(client, c, received, epochs)
+        elif kind == "unsubscribe" and channel in received:
+            await resubscribe(client, channel, received, epochs)
+    assert received == {c: list(range(20)) for c in channels}
+
+
+async def resubscribe(client, channel: str, received: dict[str, list[int]], epochs: dict[str, str]) -> None:
+    recovery = await client.result("subscribe", channel=channel, recover=True,
+                                   offset=len(received[channel]), epoch=epochs[channel])
+    assert recovery["recovered"] is True, recovery
+    received[channel] += [p["data"] for p in recovery["publications"]]

@@ -30,7 +30,7 @@ async def make_store(redis_url: str, prefix: str):
 
     async def make(ttl: float, **overrides) -> RedisPresence:
         """A store of its own node: its own Redis client, as every node has."""
-        options = {"redis_url": redis_url, "prefix": prefix, "presence_ttl": ttl, "socket_timeout": 0.5}
+        options = {"redis_url": redis_url, "prefix": prefix, "presence_ttl": ttl, "socket_timeout": 2.0}
         client = RedisClient(BrokerSettings(backend="redis", **{**options, **overrides}))
         clients.append(client)
         return RedisPresence(client)
@@ -124,7 +124,7 @@ async def test_unreachable_redis_fails_fast(make_store, channel):
 
 
 async def test_stalled_redis_times_out(make_store, proxy: RedisProxy, channel):  # noqa: F811
-    store = await make_store(30, redis_url=f"redis://127.0.0.1:{proxy.port}/0")
+    store = await make_store(30, redis_url=f"redis://127.0.0.1:{proxy.port}/0", socket_timeout=0.5)
     entry = PresenceEntry(channel, "c1", "alice")
     assert await store.add(entry) is True
     proxy.stall()

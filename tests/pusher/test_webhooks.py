@@ -19,7 +19,7 @@ from typing import Any, AsyncIterator
 import pytest
 
 from server.appkeys import HOOKS
-from server.config import PUSHER_WEBHOOK_EVENTS, ConfigError, PusherWebhookFilter, PusherWebhookSettings
+from server.config import PUSHER_WEBHOOK_EVENTS, ConfigError, PusherWebhookFilter, PusherWebhookSettings, load_settings
 from server.hooks import outbox
 from tests.conftest import make_settings
 from tests.hooks.conftest import FAST
@@ -183,3 +183,13 @@ def test_docs_describe_every_event_type_and_key_and_their_example_loads(tmp_path
     assert [h.event_types for h in app.webhooks] == [
         ("channel_occupied", "channel_vacated", "member_added", "member_removed"), ("client_event",)]
     assert app.webhooks[1].filter.takes("private-chat-7") and not app.webhooks[1].filter.takes("private-x")
+
+
+def test_an_apps_webhooks_come_from_the_environment_as_documented():
+    inline = '[{url = "https://x.example/h", event_types = ["member_added"], filter = {channel_name_ends_with = "-b"}}]'
+    settings = load_settings(ROOT / "config.toml", environ={
+        "STAGEWIRE_PUSHER__APPS__0__ID": "app1", "STAGEWIRE_PUSHER__APPS__0__KEY": "k",
+        "STAGEWIRE_PUSHER__APPS__0__SECRET": "s", "STAGEWIRE_PUSHER__APPS__0__WEBHOOKS": inline})
+    [hook] = settings.pusher.apps[0].webhooks
+    assert (hook.url, hook.event_types, hook.batch) == ("https://x.example/h", ("member_added",), True)
+    assert hook.filter.takes("presence-a-b") and not hook.filter.takes("presence-a")

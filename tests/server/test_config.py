@@ -51,11 +51,22 @@ def test_environment_overrides_any_setting():
         ({"STAGEWIRE_SERVER__SHUTDOWN_RECONNECT_AFTER": "5000,1000"}, "min_ms <= max_ms"),
         ({"STAGEWIRE_SERVER__SHUTDOWN_RECONNECT_AFTER": "500"}, "shutdown_reconnect_after"),
         ({"STAGEWIRE_SERVER__SHUTDOWN_RECONNECT_AFTER": "a,b"}, "must be a number"),
+        ({"STAGEWIRE_BROKER__CLUSTER_NODES": "10.0.0.1"}, "broker.cluster_nodes: '10.0.0.1' is not host:port"),
+        ({"STAGEWIRE_BROKER__CLUSTER_NODES": "10.0.0.1:70000"}, "is not host:port"),
     ],
 )
 def test_bad_settings_are_reported(env, message):
     with pytest.raises(ConfigError, match=message):
         load_settings(ROOT / "config.toml", environ=env, sections=REGISTRY.sections)
+
+
+def test_cluster_nodes_from_the_environment_make_a_sharded_redis_cluster():
+    plain = load_settings(ROOT / "config.toml", environ={}).broker
+    assert (plain.cluster_nodes, plain.cluster, plain.sharded) == ((), False, False)
+    broker = load_settings(ROOT / "config.toml", environ={
+        "STAGEWIRE_BROKER__CLUSTER_NODES": "10.0.0.1:7000, [::1]:7001"}).broker
+    assert broker.cluster_nodes == ("10.0.0.1:7000", "[::1]:7001")
+    assert broker.cluster and broker.sharded  # a cluster implies sharded pub/sub
 
 
 def test_an_applications_section_is_checked_by_its_dataclass():

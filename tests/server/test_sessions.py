@@ -77,3 +77,16 @@ async def test_logout_closes_open_connections_and_kills_the_token(stagewire):
     await again.assert_error(101, "connect", token=token)
     async with stagewire.http.get(f"{stagewire.url}/api/me", headers={"Authorization": f"Bearer {token}"}) as r:
         assert r.status == 401
+
+
+async def test_a_password_change_closes_the_other_sessions_connections(stagewire):
+    token = await stagewire.token("alice")
+    mine = await stagewire.client(token=token)
+    elsewhere = await stagewire.client("alice")  # another login: another session
+    body = {"password": "correct horse", "new_password": "a brand new one"}
+    async with stagewire.http.post(f"{stagewire.url}/api/auth/password", json=body,
+                                   headers={"Authorization": f"Bearer {token}"}) as r:
+        assert r.status == 200, await r.text()
+    push, close_code = await elsewhere.recv_disconnect()
+    assert push["code"] == close_code == 4503 and push["reason"] == "password changed"
+    assert await mine.result("ping") == {}

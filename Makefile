@@ -26,6 +26,8 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 	cd client && ../$(BIN)/mypy
 
+# Fan-out beside the bare reference server (bench/bare_server.py), interleaved in one run.
+BENCH_ARGS ?= --servers bare stagewire --subscribers 1000 5000 --seconds 5
 bench: $(STAMP)
 	$(BIN)/python -m bench.fanout $(BENCH_ARGS)
 

@@ -13,6 +13,12 @@ publications and reports:
 Usage::
 
     python -m bench.redis_broker --count 20000 --concurrency 1 64
+    python -m bench.redis_broker scale --subscribers 1000 5000 --seconds 5
+    python -m bench.redis_broker blip --subscribers 1000 --seconds 6 --kill-after 2
+
+``scale`` and ``blip`` run whole server processes on a ``redis-server`` of
+their own (see :mod:`bench.redis_scale`): memory broker vs 1 node + Redis vs
+2 nodes + Redis, and ``CLIENT KILL TYPE pubsub`` under load.
 
 It only talks to Redis on 127.0.0.1, uses its own key prefix, deletes its keys
 at the end, and stops by itself.
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import secrets
 import statistics
 import sys
@@ -134,6 +141,8 @@ async def main_async(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] in ("scale", "blip"):
+        return node_scenarios(sys.argv[1], sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="redis://127.0.0.1:6379/0", help="a Redis on this machine")
     parser.add_argument("--count", type=int, default=20_000, help="publications per run (at most 200000)")
@@ -145,6 +154,32 @@ def main() -> None:
     if not 0 < args.count <= 200_000 or any(c < 1 or c > 1000 for c in args.concurrency):
         parser.error("--count must be 1..200000 and --concurrency 1..1000")
     asyncio.run(main_async(args))
+
+
+def node_scenarios(mode: str, argv: list[str]) -> None:
+    from bench import redis_scale
+    from server.cli.serve import raise_open_files_limit
+
+    parser = argparse.ArgumentParser(prog=f"bench.redis_broker {mode}", description=redis_scale.__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--subscribers", type=int, nargs="+", default=[1000, 5000] if mode == "scale" else [1000])
+    parser.add_argument("--seconds", type=float, default=5.0, help="how long the publisher publishes")
+    parser.add_argument("--kill-after", type=float, default=2.0, help="blip: seconds of load before the kill")
+    args = parser.parse_args(argv)
+    if any(not 2 <= n <= 20_000 for n in args.subscribers) or not 0 < args.seconds <= 30:
+        parser.error("--subscribers must be 2..20000 and --seconds at most 30")
+    raise_open_files_limit()
+    try:
+        import uvloop
+
+        uvloop.install()  # the load generator must not be the bottleneck
+    except ImportError:
+        pass
+    if mode == "scale":
+        asyncio.run(redis_scale.scale(args.subscribers, args.seconds))
+    else:
+        for n in args.subscribers:
+            print(json.dumps(asyncio.run(redis_scale.blip(n, args.seconds, args.kill_after))), flush=True)
 
 
 if __name__ == "__main__":

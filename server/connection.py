@@ -26,6 +26,7 @@ from server import protocol
 from server.auth.identity import Identity
 from server.config import ClientSettings
 from server.errors import CloseCode
+from server.expiry import Expiries
 from server.ops.counters import Counters
 from server.protocol import Encoding
 from server.writer import FlushScheduler, Writer
@@ -36,6 +37,8 @@ Spawn = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]
 log = logging.getLogger("stagewire.connection")
 
 CLOSE_TIMEOUT = 2.0
+#: A WebSocket ping with no payload (server frames are not masked).
+PING_FRAME = b"\x89\x00"
 
 
 class State(enum.Enum):
@@ -45,7 +48,19 @@ class State(enum.Enum):
 
 
 class Connection:
-    """A WebSocket client of this node."""
+    """A WebSocket client of this node.
+
+    Thousands of these sit idle at a time, so each holds as little as it can:
+    ``__slots__``, no timer of its own (token expiry is one of the node's
+    :class:`~server.expiry.Expiries`), no task of its own, and rate-limit
+    state that starts from the settings without a copy.
+    """
+
+    __slots__ = (
+        "id", "ws", "encoding", "remote", "state", "identity", "subscriptions", "writer",
+        "closed_with", "_finished", "heard", "_transport", "_settings", "_counters", "_spawn",
+        "_expiries", "_expires", "_tokens", "_refilled_at", "_rejected", "_close_task",
+    )
 
     def __init__(
         self,
@@ -58,6 +73,7 @@ class Connection:
         flusher: FlushScheduler,
         counters: Counters,
         spawn: Spawn,
+        expiries: Expiries | None = None,
     ) -> None:
         self.id = secrets.token_hex(8)
         self.ws = ws
@@ -74,19 +90,28 @@ class Connection:
             on_overflow=self._on_overflow,
         )
         self._transport = transport
+        self._settings = settings
         self._counters = counters
         self._spawn = spawn
-        self._rate = settings.command_rate
-        self._burst = float(settings.command_burst)
-        self._tokens = self._burst
-        self._refilled_at = time.monotonic()
+        self._expiries = expiries if expiries is not None else Expiries(asyncio.get_running_loop())
+        self._expires: int | None = None  # the key of this connection in _expiries
+        # The token bucket, as of _refilled_at; never used yet, it refills to a full burst.
+        self._tokens = 0.0
+        self._refilled_at = -math.inf
         self._rejected = 0
-        self._expiry_timer: asyncio.TimerHandle | None = None
         self._close_task: asyncio.Task[None] | None = None
+        # Whether the peer sent anything since the node's last heartbeat.
+        self.heard = True
         # (code, reason) of the close the server started, for the disconnect webhook.
         self.closed_with: tuple[int, str] | None = None
-        # Resolved by the WebSocket handler once the connection is fully gone.
-        self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._finished: asyncio.Future[None] | None = None
+
+    @property
+    def finished(self) -> asyncio.Future[None]:
+        """Resolved by the protocol's handler once the connection is fully gone (made when first asked for)."""
+        if self._finished is None:
+            self._finished = asyncio.get_running_loop().create_future()
+        return self._finished
 
     # -- sending ------------------------------------------------------------
 
@@ -106,31 +131,36 @@ class Connection:
         """Attach (or replace, on refresh) the identity and arm the expiry timer."""
         self.identity = identity
         self.state = State.CONNECTED
-        if self._expiry_timer is not None:
-            self._expiry_timer.cancel()
-            self._expiry_timer = None
+        self._cancel_expiry()
         if math.isinf(identity.expires_at):
             return  # a connect proxy's user without an expiry
-        loop = asyncio.get_running_loop()
-        delay = max(0.0, identity.expires_at - time.time())
-        self._expiry_timer = loop.call_later(delay, self._on_expired)
+        self._expires = self._expiries.add(self, identity.expires_at)
 
-    def _on_expired(self) -> None:
+    def expired(self) -> None:
+        """The token expired (called by the node's :class:`~server.expiry.Expiries`)."""
+        self._expires = None
         self.close(CloseCode.TOKEN_EXPIRED, "token expired")
+
+    def _cancel_expiry(self) -> None:
+        if self._expires is not None:
+            self._expiries.remove(self, self._expires)
+            self._expires = None
 
     # -- rate limit ---------------------------------------------------------
 
     def allow_command(self) -> bool:
         """Token bucket: ``command_rate`` per second with bursts of ``command_burst``."""
         now = time.monotonic()
-        self._tokens = min(self._burst, self._tokens + (now - self._refilled_at) * self._rate)
+        settings = self._settings
+        tokens = min(settings.command_burst, self._tokens + (now - self._refilled_at) * settings.command_rate)
         self._refilled_at = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        if tokens >= 1.0:
+            self._tokens = tokens - 1.0
             self._rejected = 0
             return True
+        self._tokens = tokens
         self._rejected += 1
-        if self._rejected > self._burst:
+        if self._rejected > settings.command_burst:
             # A client that keeps going after a burst of refusals is flooding us.
             self.close(CloseCode.RATE_LIMITED, "too many commands")
         return False
@@ -147,9 +177,7 @@ class Connection:
             return
         self.state = State.CLOSING
         self.closed_with = (int(code), reason)
-        if self._expiry_timer is not None:
-            self._expiry_timer.cancel()
-            self._expiry_timer = None
+        self._cancel_expiry()
         self.send_last(code, reason, reconnect_after)
         self._close_task = self._spawn(self._close_ws(code, reason))
 
@@ -170,11 +198,24 @@ class Connection:
 
     def detach(self) -> None:
         """Drop timers and queued output once the connection is gone (the node forgets it)."""
-        if self._expiry_timer is not None:
-            self._expiry_timer.cancel()
-            self._expiry_timer = None
+        self._cancel_expiry()
         self.writer.discard()
         self.writer.closed = True
+
+    def heartbeat(self) -> None:
+        """Ping the peer, and drop it if it sent nothing (not even a pong) since the last ping.
+
+        The node calls this every ``ping_interval``: one sweep over the
+        connections instead of a timer per connection. A dead peer is dropped
+        between one and two intervals after it went silent.
+        """
+        if self.writer.closed:
+            return
+        if not self.heard:
+            self.abort()
+            return
+        self.heard = False
+        self._transport.write(PING_FRAME)
 
     def _on_overflow(self) -> None:
         self._counters.slow_disconnects += 1
@@ -199,9 +240,7 @@ class Connection:
 
     def abort(self) -> None:
         """Drop the connection now: no close handshake, nothing more is written."""
-        if self._expiry_timer is not None:
-            self._expiry_timer.cancel()
-            self._expiry_timer = None
+        self._cancel_expiry()
         self.writer.discard()
         self.writer.closed = True
         # A closing transport may still hold (and keep) what the peer did not read.

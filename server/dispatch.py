@@ -59,16 +59,20 @@ class ReplyOrder:
     __slots__ = ("_outstanding",)
 
     def __init__(self) -> None:
-        self._outstanding: collections.deque[asyncio.Future[None]] = collections.deque()
+        # Made by the first pipelined command: most connections never send one.
+        self._outstanding: collections.deque[asyncio.Future[None]] | None = None
 
     async def add(self, ctx: Context, command: protocol.Command, task: Awaitable[Any]) -> None:
         """Queue the reply of ``command`` once ``task`` is done and every earlier reply is queued."""
-        while len(self._outstanding) >= MAX_PIPELINED:
-            await asyncio.wait([self._outstanding[0]])
-        before = self._outstanding[-1] if self._outstanding else None
+        outstanding = self._outstanding
+        if outstanding is None:
+            outstanding = self._outstanding = collections.deque()
+        while len(outstanding) >= MAX_PIPELINED:
+            await asyncio.wait([outstanding[0]])
+        before = outstanding[-1] if outstanding else None
         done = ctx.node.spawn(_reply_when_done(ctx, command, task, before))
-        self._outstanding.append(done)
-        done.add_done_callback(lambda _: self._outstanding.remove(done))
+        outstanding.append(done)
+        done.add_done_callback(lambda _: outstanding.remove(done))
 
     async def drain(self) -> None:
         """Wait until every outstanding reply is queued."""
@@ -198,7 +202,10 @@ async def _reply_when_done(
         reply = protocol.reply(command.id, await task)
     except Exception as exc:
         reply = _error_reply(ctx, command, exc)
-    if before is not None:
+    if before is not None and not before.done():
+        # Even for a done future asyncio.wait takes a loop tick: a chain of
+        # pipelined replies would leave one per tick, and so would the next
+        # commands of a client that waits for them.
         await asyncio.wait([before])
     ctx.conn.send(reply)
 

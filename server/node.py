@@ -38,6 +38,7 @@ from server.config import NamespaceSettings, Settings
 from server.connection import Connection, State
 from server.durable import DurableLog
 from server.errors import CloseCode, CommandError, ErrorCode, UnsubscribeCode
+from server.expiry import Expiries
 from server.hooks.base import NO_EVENTS, NO_PROXY, EventSink, Proxy
 from server.hub import Hub
 from server.ops.counters import Counters, LatencyHistogram
@@ -80,6 +81,7 @@ class Node:
         self.hub: Hub[Connection] = Hub()
         self.durable = DurableLog(broker, max_batch=settings.database.group_commit_max)
         self.flusher = FlushScheduler(asyncio.get_running_loop(), settings.client.write_delay)
+        self.expiries = Expiries(asyncio.get_running_loop())
         self.counters = Counters()
         self.publish_latency = LatencyHistogram()
         self.connections: dict[str, Connection] = {}
@@ -164,6 +166,7 @@ class Node:
         conn = Connection(
             ws, transport, encoding, remote,
             settings=self.settings.client, flusher=self.flusher, counters=self.counters, spawn=self.spawn,
+            expiries=self.expiries,
         )
         self.connections[conn.id] = conn
         self.counters.connections_accepted += 1
@@ -511,7 +514,9 @@ class Node:
     async def _ping_forever(self) -> None:
         """Send an application-level ping so browser clients can detect a dead server.
 
-        Dead clients are detected with WebSocket ping/pong by aiohttp's heartbeat.
+        The same sweep is the heartbeat that finds dead clients
+        (:meth:`Connection.heartbeat`: a WebSocket ping, and a peer silent
+        since the previous one is dropped), instead of a timer per connection.
         """
         interval = self.settings.client.ping_interval
         encoded = {enc: protocol.encode(protocol.PING_PUSH, enc) for enc in protocol.Encoding}
@@ -520,6 +525,7 @@ class Node:
             for conn in list(self.connections.values()):
                 if conn.state is State.CONNECTED:
                     conn.send_encoded(encoded[conn.encoding])
+                conn.heartbeat()
 
     def channel_counts(self) -> Mapping[str, int]:
         return dict(self.hub.channels())

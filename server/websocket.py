@@ -38,7 +38,11 @@ class ConnectParams(Params):
 class _WebSocket(web.WebSocketResponse):
     """Sends the ``disconnect`` push before aiohttp closes an oversized message with 1009."""
 
-    connection: Connection | None = None
+    __slots__ = ("connection",)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.connection: Connection | None = None
 
     async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True) -> bool:
         if code == WSCloseCode.MESSAGE_TOO_BIG and self.connection is not None:
@@ -62,34 +66,21 @@ def origin_allowed(request: web.Request, allowed: tuple[str, ...]) -> bool:
 
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
+    # No middleware frame stays for a connection's life (logs.SELF_LOGGED): the
+    # request id and the line of a refused upgrade are this handler's own.
+    logs.request_id.set(logs.new_request_id())
+    started = time.perf_counter()
+    try:
+        ws = await _upgrade(request)
+    except web.HTTPException as exc:
+        logs.log_request(request, exc.status, started)
+        raise
+    except BaseException:
+        logs.log_request(request, 500, started)
+        raise
+    # The connection's life, in this frame: connect, the read loop, the cleanup.
     settings = request.app[SETTINGS]
     node = request.app[NODE]
-    if not origin_allowed(request, settings.server.allowed_origins):
-        raise web.HTTPForbidden(text="origin not allowed")
-    if node.shutting_down:
-        raise web.HTTPServiceUnavailable(text="shutting down")
-    limit = settings.server.max_handshakes
-    if limit and node.handshaking >= limit:
-        # Before the upgrade, so that a storm of reconnects costs this node almost nothing.
-        node.counters.connects_deferred += 1
-        raise web.HTTPServiceUnavailable(
-            text=f'{{"try_again": {TRY_AGAIN_MS}}}', content_type="application/json",
-            headers={"Retry-After": str(max(1, TRY_AGAIN_MS // 1000))},
-        )
-    ws = _WebSocket(
-        protocols=protocol.SUBPROTOCOLS,
-        heartbeat=settings.client.ping_interval,
-        max_msg_size=settings.client.max_message_size,
-        compress=False,
-    )
-    if not ws.can_prepare(request).ok:
-        raise web.HTTPBadRequest(text="expected a WebSocket upgrade")
-    node.handshaking += 1
-    try:
-        await ws.prepare(request)
-    except BaseException:
-        node.handshaking -= 1
-        raise
     transport = request.transport
     if transport is None:
         node.handshaking -= 1
@@ -98,7 +89,6 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     ws.connection = conn
     # Every line logged by this task (commands, handlers) now names the connection.
     logs.conn_id.set(conn.id)
-    started = time.monotonic()
     ctx = Context(conn, node, request.app[AUTH])
     table = request.app[HANDLER_TABLE]
     try:
@@ -109,8 +99,11 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             node.handshaking -= 1
         logs.request_id.set(http_request)
         async for msg in ws:
+            conn.heard = True
             if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
                 await dispatch_frame(ctx, msg.data, table)
+            elif msg.type is WSMsgType.PING:
+                await ws.pong(msg.data)
             elif msg.type is WSMsgType.ERROR:
                 break
     except Disconnect as exc:
@@ -130,9 +123,45 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
                 conn.finished.set_result(None)
             if logs.connection_log.isEnabledFor(logging.INFO):
                 logs.connection_log.info("connection closed", extra={
-                    "code": ws.close_code, "seconds": round(time.monotonic() - started, 3),
+                    "code": ws.close_code, "seconds": round(time.perf_counter() - started, 3),
                     "user": conn.identity.username if conn.identity else None,
                 })
+    return ws
+
+
+async def _upgrade(request: web.Request) -> _WebSocket:
+    """The checks before the upgrade, then the upgrade; an HTTP error for a refusal."""
+    settings = request.app[SETTINGS]
+    node = request.app[NODE]
+    if not origin_allowed(request, settings.server.allowed_origins):
+        raise web.HTTPForbidden(text="origin not allowed")
+    if node.shutting_down:
+        raise web.HTTPServiceUnavailable(text="shutting down")
+    limit = settings.server.max_handshakes
+    if limit and node.handshaking >= limit:
+        # Before the upgrade, so that a storm of reconnects costs this node almost nothing.
+        node.counters.connects_deferred += 1
+        raise web.HTTPServiceUnavailable(
+            text=f'{{"try_again": {TRY_AGAIN_MS}}}', content_type="application/json",
+            headers={"Retry-After": str(max(1, TRY_AGAIN_MS // 1000))},
+        )
+    ws = _WebSocket(
+        protocols=protocol.SUBPROTOCOLS,
+        # The node's heartbeat sweep pings every connection (Connection.heartbeat):
+        # no timer per connection, and pings and pongs come to the read loop.
+        heartbeat=None,
+        autoping=False,
+        max_msg_size=settings.client.max_message_size,
+        compress=False,
+    )
+    if not ws.can_prepare(request).ok:
+        raise web.HTTPBadRequest(text="expected a WebSocket upgrade")
+    node.handshaking += 1  # until the connect command is done (the caller's finally)
+    try:
+        await ws.prepare(request)
+    except BaseException:
+        node.handshaking -= 1
+        raise
     return ws
 
 
@@ -141,10 +170,17 @@ async def _handshake(
 ) -> None:
     """The first command must be ``connect`` with a valid token (or the connect proxy's yes); anything else closes."""
     conn = ctx.conn
-    try:
-        msg = await ws.receive(timeout=timeout)
-    except asyncio.TimeoutError:
-        raise Disconnect(CloseCode.CONNECT_TIMEOUT, "no connect command in time") from None
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            msg = await ws.receive(timeout=max(0.001, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            raise Disconnect(CloseCode.CONNECT_TIMEOUT, "no connect command in time") from None
+        conn.heard = True
+        if msg.type is WSMsgType.PING:
+            await ws.pong(msg.data)
+        elif msg.type is not WSMsgType.PONG:
+            break
     if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
         raise Disconnect(CloseCode.NORMAL, "closed before connect")
     command_id = None

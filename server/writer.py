@@ -65,8 +65,18 @@ class FlushScheduler:
             writer.flush()
 
 
+#: The headers of frames shorter than 126 bytes, by opcode and length: no bytes made per write.
+_SHORT = {op: [frame_header(op, n) for n in range(126)] for op in (OP_TEXT, OP_BINARY)}
+_MEDIUM = struct.Struct("!BBH").pack
+
+
 class Writer:
-    """The outbound queue of one WebSocket connection."""
+    """The outbound queue of one WebSocket connection.
+
+    ``enqueue`` runs once per subscriber per publication, and ``flush`` once per
+    connection per tick: both keep to a few attribute reads and no call they
+    can avoid. Each flush builds the connection's one frame and writes it.
+    """
 
     __slots__ = (
         "_transport",
@@ -76,6 +86,7 @@ class Writer:
         "_marked",
         "_limit",
         "_opcode",
+        "_short",
         "_separator",
         "_on_overflow",
         "_framing",
@@ -99,6 +110,7 @@ class Writer:
         self._marked = False
         self._limit = limit
         self._opcode = OP_BINARY if binary else OP_TEXT
+        self._short = _SHORT[self._opcode]
         # JSON messages in one frame are separated by newlines; msgpack needs nothing.
         self._separator = b"" if binary else b"\n"
         self._on_overflow = on_overflow
@@ -117,18 +129,19 @@ class Writer:
         if self.closed:
             return
         self._pending.append(payload)
-        self._pending_bytes += len(payload)
-        if self._pending_bytes > self._limit:
+        size = self._pending_bytes + len(payload)
+        self._pending_bytes = size
+        if size > self._limit:
             self._overflow()
-            return
-        if not self._marked:
+        elif not self._marked:
             self._marked = True
             self._scheduler.mark(self)
 
     def flush(self) -> None:
         """Write everything pending as one frame, with one ``transport.write``."""
         self._marked = False
-        if self.closed or not self._pending:
+        pending = self._pending
+        if not pending or self.closed:
             return
         transport = self._transport
         if transport.is_closing():
@@ -138,14 +151,19 @@ class Writer:
         if transport.get_write_buffer_size() + self._pending_bytes > self._limit:
             self._overflow()
             return
-        pending = self._pending
         self._pending = []
         self._pending_bytes = 0
         if self._framing is not None:
             transport.write(self._framing(pending))
             return
         payload = pending[0] if len(pending) == 1 else self._separator.join(pending)
-        transport.write(frame_header(self._opcode, len(payload)) + payload)
+        n = len(payload)
+        if n < 126:
+            transport.write(self._short[n] + payload)
+        elif n < 65536:
+            transport.write(_MEDIUM(0x80 | self._opcode, 126, n) + payload)
+        else:
+            transport.write(frame_header(self._opcode, n) + payload)
 
     def discard(self) -> None:
         """Drop everything pending (a slow client will not get it anyway)."""

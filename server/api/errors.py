@@ -22,6 +22,7 @@ import orjson
 from aiohttp import web
 
 from server.errors import CommandError, ErrorCode, StagewireError
+from server.ops.logs import SELF_LOGGED
 
 log = logging.getLogger("stagewire.api")
 
@@ -87,7 +88,18 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def error_middleware(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
+    """Answer the errors of HTTP handlers as JSON error bodies (``/api/`` ones as coded errors).
+
+    ``/ws`` goes straight to its handler: it answers its own refusals, and a
+    frame of this middleware would be kept for the connection's whole life.
+    """
+    if request.path in SELF_LOGGED:
+        return handler(request)
+    return _answer_errors(request, handler)
+
+
+async def _answer_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except StagewireError as exc:

@@ -36,6 +36,10 @@ async def set_security_headers(request: web.Request, response: web.StreamRespons
         # A 304's headers replace the cached response's, and a 304 names no
         # content type: the page's policy stays the one it was served with.
         return
+    if response.status == 101:
+        # A WebSocket upgrade is no document for a browser to render, frame or
+        # sniff, and these headers would be kept for the connection's life.
+        return
     headers = response.headers
     headers.setdefault("X-Content-Type-Options", "nosniff")
     headers.setdefault("Referrer-Policy", "no-referrer")

@@ -13,6 +13,13 @@ as one (S)SUBSCRIBE / (S)UNSUBSCRIBE command. ``subscribe`` returns when Redis
 has confirmed the channel, so a publication made after that is delivered.
 Messages of a channel are delivered only while it is held: an unsubscribe takes
 effect at once, even before Redis confirms it.
+
+Batched delivery: the read loop hands every message already read from the
+socket to ``on_message`` before it waits for more, and reading what is
+buffered never yields to the event loop. The connection writers flush once the
+loop runs again (:class:`~server.writer.FlushScheduler`), so a burst that Redis
+sent in one go (a pipeline of publishes, say) reaches each client as one frame
+in one write, even with ``write_delay = 0``.
 """
 
 from __future__ import annotations

@@ -129,14 +129,39 @@ def new_request_id() -> str:
     return secrets.token_hex(6)
 
 
+#: Paths whose handler logs its own line: a WebSocket is a connection, not a request.
+SELF_LOGGED = frozenset({"/ws"})
+
+
 @web.middleware
-async def request_log_middleware(
+def request_log_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
+) -> Awaitable[web.StreamResponse]:
     """Give each HTTP request an id (``X-Request-Id``) and log one line when it is answered.
 
-    ``/ws`` is logged by the WebSocket handler instead (a connection is not a request).
+    ``/ws`` goes straight to its handler, which does both (see
+    :func:`log_request`): this middleware's frame would otherwise be kept
+    for the whole life of every WebSocket connection.
     """
+    if request.path in SELF_LOGGED:
+        return handler(request)
+    return _logged(request, handler)
+
+
+def log_request(request: web.Request, status: int, started: float) -> None:
+    """The line of one answered request (``GET /ws 403``)."""
+    # Probes and scrapes come every few seconds: keep them out of the INFO stream.
+    level = logging.DEBUG if request.path in _QUIET_PATHS and status < 400 else logging.INFO
+    http_log.log(
+        level, "%s %s %d", request.method, request.path, status,
+        extra={"status": status, "ms": round((time.perf_counter() - started) * 1000, 2),
+               "remote": request.remote},
+    )
+
+
+async def _logged(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
     rid = new_request_id()
     token = request_id.set(rid)
     started = time.perf_counter()
@@ -152,12 +177,5 @@ async def request_log_middleware(
         exc.headers["X-Request-Id"] = rid
         raise
     finally:
-        if request.path != "/ws" or status >= 400:
-            # Probes and scrapes come every few seconds: keep them out of the INFO stream.
-            level = logging.DEBUG if request.path in _QUIET_PATHS and status < 400 else logging.INFO
-            http_log.log(
-                level, "%s %s %d", request.method, request.path, status,
-                extra={"status": status, "ms": round((time.perf_counter() - started) * 1000, 2),
-                       "remote": request.remote},
-            )
+        log_request(request, status, started)
         request_id.reset(token)

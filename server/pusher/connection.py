@@ -150,6 +150,9 @@ class PusherConnection(Connection):
         writer.flush()
         writer.closed = True
 
+    def heartbeat(self) -> None:
+        """Nothing: aiohttp's own heartbeat pings Pusher clients (Pusher's ping/pong is its own protocol)."""
+
     def _slow(self) -> None:
         self._pusher_counters.slow_disconnects += 1
         self.cut_off(CloseCode.SLOW, "slow client: outbound buffer full")

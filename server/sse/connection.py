@@ -114,6 +114,9 @@ class SseConnection(Connection):
             on_overflow=self._slow, on_lost=end.done.set,
         )
 
+    def heartbeat(self) -> None:
+        """Nothing: an event stream cannot answer a ping; a dead reader is found when writing fails."""
+
     def _slow(self) -> None:
         self._sse_counters.slow_disconnects += 1
         self.cut_off(CloseCode.SLOW, "slow client: outbound buffer full")

@@ -200,6 +200,23 @@ async def test_a_slow_client_with_a_backed_up_socket_is_aborted_at_once(make_sta
     slow.ws.transport.abort()
 
 
+async def test_a_peer_that_answers_pings_stays_through_many_heartbeats(make_stagewire, tmp_path):
+    sw = await make_stagewire(make_settings(tmp_path, client={"ping_interval": 0.2}))
+    client = await sw.client("alice", ping_interval=None)  # idle: it only answers the server's pings
+    node = sw.app[NODE]
+    await asyncio.sleep(1.5)  # seven heartbeats
+    assert len(node.connections) == 1
+    assert await client.result("ping") == {}
+
+
+async def test_a_client_ping_is_answered_before_and_after_connect(stagewire):
+    client = await connect_ws(stagewire.ws_url)
+    await asyncio.wait_for(await client.ws.ping(b"before"), 5)
+    assert "result" in await client.call("connect", token=await stagewire.token("alice"))
+    await asyncio.wait_for(await client.ws.ping(b"after"), 5)
+    await client.close()
+
+
 async def test_app_level_pings_are_pushed(make_stagewire, tmp_path):
     sw = await make_stagewire(make_settings(tmp_path, client={"ping_interval": 0.2}))
     client = await sw.client("alice")

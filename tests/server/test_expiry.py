@@ -1,0 +1,54 @@
+"""Token expiries: one loop timer per second for many connections."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from server.expiry import Expiries
+
+
+class Conn:
+    def __init__(self) -> None:
+        self.expired_at: float | None = None
+
+    def expired(self) -> None:
+        self.expired_at = time.time()
+
+
+async def test_connections_expiring_in_one_second_share_one_timer_and_all_expire():
+    expiries = Expiries(asyncio.get_running_loop())
+    at = time.time() + 0.2
+    conns = [Conn() for _ in range(100)]
+    for conn in conns:
+        expiries.add(conn, at)
+    assert len(expiries._buckets) <= 2 and len(expiries) == 100  # the second of ``at`` (rounded up)
+    for _ in range(300):
+        if all(c.expired_at is not None for c in conns):
+            break
+        await asyncio.sleep(0.01)
+    # Never early, and at most a second late.
+    assert all(at <= c.expired_at <= at + 1.1 for c in conns)
+    assert len(expiries) == 0 and not expiries._buckets
+
+
+async def test_a_removed_connection_does_not_expire_and_an_empty_second_drops_its_timer():
+    expiries = Expiries(asyncio.get_running_loop())
+    kept, removed = Conn(), Conn()
+    at = time.time() + 0.1
+    expiries.add(kept, at)
+    key = expiries.add(removed, at)
+    expiries.remove(removed, key)
+    alone = Conn()
+    expiries.remove(alone, expiries.add(alone, time.time() + 30))
+    assert len(expiries) == 1 and len(expiries._buckets) == 1
+    await asyncio.sleep(1.2)
+    assert kept.expired_at is not None and removed.expired_at is None and alone.expired_at is None
+
+
+async def test_an_expiry_in_the_past_fires_at_once():
+    expiries = Expiries(asyncio.get_running_loop())
+    conn = Conn()
+    expiries.add(conn, time.time() - 5)
+    await asyncio.sleep(0.05)
+    assert conn.expired_at is not None

@@ -97,6 +97,7 @@ class Subscription:
     skipped: int = 0  # offsets jumped over by a live pub: lost without being told
     last_live: float = 0.0  # when the last live pub arrived
     live_at: list[float] = field(default_factory=list)  # when each live pub arrived
+    told: list[float] = field(default_factory=list)  # when the server ended it (unsubscribe push)
 
     def first_live_after(self, since: float) -> float | None:
         return next((t for t in self.live_at if t > since), None)
@@ -178,6 +179,12 @@ class Subscriber:
             sub.got.add((sub.epoch, sub.offset))
             sub.last_live = time.monotonic()
             sub.live_at.append(sub.last_live)
+            return
+        if kind == "unsubscribe" and message.get("channel") in self.subs:
+            sub = self.subs[message["channel"]]
+            sub.told.append(time.monotonic())
+            if 2500 <= message.get("code", 0) < 3000:  # resubscribe at once with recover
+                await self._subscribe(ws, message["channel"], sub, pending)
             return
         channel = pending.pop(message.get("id", -1), None)
         if channel is None:

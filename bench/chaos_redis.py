@@ -119,12 +119,15 @@ async def main_async(args: argparse.Namespace) -> dict:
         "live_again_s": None if live_again is None else round(live_again, 2),
         # From the restart: when subscribers were told (4005), subscribed again, had a live pub per channel.
         "after_restart_s": {
-            "told": spread([t for s in subscribers for t, _ in s.closes if t > restarted], restarted),
+            "told": spread([t for s in subscribers for t, _ in s.closes if t > restarted]
+                           + [t for s in subscribers for sub in s.subs.values() for t in sub.told if t > restarted],
+                           restarted),
             "resubscribed": spread([t for s in subscribers for t in s.ready_at if t > restarted], restarted),
             **{f"live_{ch}": spread([s.subs[ch].first_live_after(restarted) for s in subscribers], restarted)
                for ch in (DURABLE, LIVE)},
         },
         "closes_by_code": _closes(subscribers),
+        "unsubscribe_pushes": sum(len(sub.told) for s in subscribers for sub in s.subs.values()),
         "subscriber_errors": sum(len(s.errors) for s in subscribers),
         "cpu_s": {"load_generator": round(own_cpu() - cpu_started, 1), "nodes": [round(c, 1) for c in nodes_cpu]},
     }

@@ -54,6 +54,13 @@ class Client(RawWS):
 
     disconnect: dict[str, Any] | None = None
 
+    def data_received(self, data: bytes) -> None:
+        if self.opened.cancelled():  # the upgrade took too long and was given up
+            if self.transport is not None:
+                self.transport.close()
+            return
+        super().data_received(data)
+
     def _frame(self, opcode: int, payload: bytes) -> None:
         if opcode == 0x1 and b'"disconnect"' in payload:
             for line in payload.split(b"\n"):
@@ -80,7 +87,8 @@ class Subscriber:
         self.attempts = 0
 
     async def connect(self, port: int) -> None:
-        ws = await open_client(port)
+        # Bounded: an upgrade accepted into the backlog of a process that is exiting gets no answer.
+        ws = await asyncio.wait_for(open_client(port), 10)
         try:
             reply = await asyncio.wait_for(ws.call({"id": 1, "type": "connect", "token": self.token}), 30)
             if "result" not in reply:

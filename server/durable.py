@@ -319,11 +319,14 @@ class DurableLog:
             position = broker_position
         else:
             position = StreamPosition(last.seq, last.epoch)
-            if broker_position.epoch != position.epoch or broker_position.offset < position.offset:
+            if broker_position.epoch != position.epoch:
                 # The broker lost this channel (a restart, an expiry): the database is the truth.
                 await self._broker.restore_position(channel, position)
-            else:
+            elif broker_position.offset >= position.offset:
                 position = broker_position
+            # Else the broker is behind in the same epoch: rows committed and not delivered yet
+            # (by their node's redelivery, or by the next publish's catch-up). Moving the broker's
+            # offset past them here would skip them for every live subscriber.
         self._positions[channel] = position
         return position
 

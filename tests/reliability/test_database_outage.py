@@ -10,6 +10,17 @@ from tests.conftest import NAMESPACES, make_settings
 from tests.private_postgres import PrivatePostgres, private_postgres  # noqa: F401
 
 
+async def until(condition, timeout: float, what: str, task: asyncio.Task) -> None:
+    """Wait for ``condition()``; fail after ``timeout`` or if the publisher failed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if task.done():
+            task.result()  # the publisher's own failure, if any
+        assert loop.time() < deadline, f"not within {timeout}s: {what}"
+        await asyncio.sleep(0.02)
+
+
 async def stored_offsets(pg: PrivatePostgres, channel: str) -> list[int]:
     conn = await asyncpg.connect(pg.url.replace("postgres://", "postgresql://"), timeout=5)
     try:
@@ -47,17 +58,12 @@ async def test_publishes_fail_clearly_while_the_database_is_down_and_resume_afte
             await asyncio.sleep(0.01)
 
     task = asyncio.create_task(publish_steadily())
-    while len(acked) < 20:
-        await asyncio.sleep(0.01)
+    await until(lambda: len(acked) >= 20, 30, "publishing", task)
     await private_postgres.stop()
-    while not refused:  # the first publish after the stop is refused, not hung
-        await asyncio.sleep(0.05)
+    await until(lambda: bool(refused), 30, "a publish refused while the database is down", task)
     acked_before_restart = len(acked)
     await private_postgres.start()
-    for _ in range(400):  # and publishing resumes once the database is back
-        if len(acked) >= acked_before_restart + 20:
-            break
-        await asyncio.sleep(0.05)
+    await until(lambda: len(acked) >= acked_before_restart + 20, 30, "publishing resumed", task)
     stop.set()
     await asyncio.wait_for(task, 30)
 

@@ -57,7 +57,7 @@ MAX_ATTEMPTS = 5
 REDELIVER_MIN_DELAY = 0.2
 REDELIVER_MAX_DELAY = 5.0
 # A commit cut off before the database answered is read back for this long before it counts as lost.
-IN_DOUBT_BUDGET = 10.0
+IN_DOUBT_BUDGET = 5.0
 
 
 @dataclass(slots=True)
@@ -424,13 +424,15 @@ async def _stored_after_all(rows: list[_Row]) -> bool:
     same offset may have been taken by another node since, so the row must be ours.
     """
     first = rows[0]
-    deadline = asyncio.get_running_loop().time() + IN_DOUBT_BUDGET
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + IN_DOUBT_BUDGET
     delay = 0.05
     while True:
         try:
-            found = await PublicationRecord.get_or_none(channel=first.channel, epoch=first.epoch, seq=first.seq)
+            async with asyncio.timeout(max(0.05, deadline - loop.time())):
+                found = await PublicationRecord.get_or_none(channel=first.channel, epoch=first.epoch, seq=first.seq)
         except Exception:
-            if asyncio.get_running_loop().time() + delay > deadline:
+            if loop.time() + delay > deadline:
                 log.warning("could not read back an unanswered commit of %s", first.channel)
                 return False
             await asyncio.sleep(delay)

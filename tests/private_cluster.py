@@ -113,14 +113,21 @@ class PrivateCluster:
                     if client.info("replication").get("role") == "master":
                         break
                     time.sleep(0.05)
+        # Every node must see the promotion before anyone asks it who owns the slots.
+        deadline = time.monotonic() + START_TIMEOUT
+        while not all(replica in self._masters_now(node) for node in self.ports + self.replicas):
+            if time.monotonic() > deadline:
+                raise AssertionError("the nodes never learnt of the promotion")
+            time.sleep(0.05)
         old = next(p for p in self.ports if p not in self._masters_now())
         self.ports[self.ports.index(old)] = replica
         self.replicas[self.replicas.index(replica)] = old
         for port in self.ports:
             self._wait(port, lambda info: "cluster_state:ok" in info)
 
-    def _masters_now(self) -> set[int]:
-        with SyncRedis(host="127.0.0.1", port=self.replicas[-1], socket_timeout=5) as client:
+    def _masters_now(self, node: int | None = None) -> set[int]:
+        """The masters serving slots, as ``node`` (by default the newest replica) sees them."""
+        with SyncRedis(host="127.0.0.1", port=self.replicas[-1] if node is None else node, socket_timeout=5) as client:
             slots = client.execute_command("CLUSTER", "SLOTS")
         return {int(entry[2][1]) for entry in slots}
 

@@ -11,11 +11,12 @@ time. The processes are killed and their directory removed at the end.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import AsyncIterator, Callable, Iterator
 
 import pytest
 from redis import Redis as SyncRedis
@@ -226,3 +227,11 @@ async def delete_prefix(cluster: PrivateCluster, prefix: str) -> None:
             keys = [key async for key in client.scan_iter(match=f"{prefix}.*", count=1000)]
             for key in keys:  # one by one: the keys of one master may span its slots
                 await client.delete(key)
+
+
+@pytest.fixture
+async def prefix(private_cluster: PrivateCluster) -> AsyncIterator[str]:
+    """A key prefix of the test's own, its keys deleted from every master afterwards."""
+    prefix = f"swtest-{secrets.token_hex(4)}"
+    yield prefix
+    await delete_prefix(private_cluster, prefix)

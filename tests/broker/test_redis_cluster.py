@@ -20,7 +20,7 @@ from server.broker.redis import RedisBroker
 from server.broker.redis_client import RedisClient
 from server.config import BrokerSettings
 from tests.broker.conformance import BrokerConformance, RecordingHandler
-from tests.private_cluster import PrivateCluster, delete_prefix, private_cluster  # noqa: F401
+from tests.private_cluster import PrivateCluster, prefix, private_cluster  # noqa: F401
 
 pytestmark = pytest.mark.redis
 
@@ -31,13 +31,6 @@ _ids = itertools.count()
 @pytest.fixture
 def channel() -> str:
     return f"test:ch{next(_ids)}"
-
-
-@pytest.fixture
-async def prefix(private_cluster: PrivateCluster) -> AsyncIterator[str]:
-    prefix = f"swtest-{secrets.token_hex(4)}"
-    yield prefix
-    await delete_prefix(private_cluster, prefix)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from typing import AsyncIterator
 
 import pytest
 
@@ -18,16 +17,9 @@ from server.broker.redis_client import RedisClient
 from server.config import BrokerSettings
 from server.hooks.transitions_redis import RedisTransitions
 from tests.hooks.transitions_conformance import TransitionsConformance, channel  # noqa: F401
-from tests.private_cluster import PrivateCluster, delete_prefix, private_cluster  # noqa: F401
+from tests.private_cluster import PrivateCluster, prefix, private_cluster  # noqa: F401
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-async def prefix(private_cluster: PrivateCluster) -> AsyncIterator[str]:
-    prefix = f"swtest-{secrets.token_hex(4)}"
-    yield prefix
-    await delete_prefix(private_cluster, prefix)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from typing import AsyncIterator
 
 import pytest
 from redis.crc import key_slot
@@ -20,16 +19,9 @@ from server.config import BrokerSettings
 from server.presence.base import PresenceEntry
 from server.presence.redis import RedisPresence
 from tests.presence.conformance import PresenceConformance, channel  # noqa: F401
-from tests.private_cluster import PrivateCluster, delete_prefix, private_cluster  # noqa: F401
+from tests.private_cluster import PrivateCluster, prefix, private_cluster  # noqa: F401
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-async def prefix(private_cluster: PrivateCluster) -> AsyncIterator[str]:
-    prefix = f"swtest-{secrets.token_hex(4)}"
-    yield prefix
-    await delete_prefix(private_cluster, prefix)
 
 
 @pytest.fixture

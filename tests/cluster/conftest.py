@@ -163,3 +163,19 @@ async def cluster(tmp_path: Path, redis_url: str, redis: Redis) -> AsyncIterator
 
 def channel_name(label: str) -> str:
     return f"{NAMESPACE}:{label}-{secrets.token_hex(3)}"
+
+
+async def presence_seen_alike(a: ClusterServer, b: ClusterServer) -> tuple[str, list[WSClient]]:
+    """alice on A and on B, bob on B, on one channel: both servers list the same members.
+
+    Returns the channel and the clients (alice on A, alice on B, bob on B).
+    """
+    channel = channel_name("presence")
+    clients = [await a.client("alice"), await b.client("alice"), await b.client("bob")]
+    for client in clients:
+        await client.result("subscribe", channel=channel)
+    expected = {"users": [{"user": "alice", "connections": 2}, {"user": "bob", "connections": 1}]}
+    for client in (clients[0], clients[2]):  # one on A, one on B
+        assert await client.result("presence", channel=channel) == expected
+        assert await client.result("presence_stats", channel=channel) == {"clients": 3, "users": 2}
+    return channel, clients

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from redis.crc import key_slot
 
-from tests.cluster.conftest import Cluster, channel_name
+from tests.cluster.conftest import Cluster, channel_name, presence_seen_alike
 from tests.private_cluster import PrivateCluster, delete_prefix, private_cluster  # noqa: F401
 
 pytestmark = pytest.mark.redis
@@ -59,14 +59,7 @@ async def test_a_subscriber_on_one_server_gets_what_the_other_publishes_on_every
 async def test_presence_is_the_same_seen_from_either_server(rcluster):
     cluster, env = rcluster
     a, b = await cluster.pair(env=env)
-    channel = channel_name("presence")
-    clients = [await a.client("alice"), await b.client("alice"), await b.client("bob")]
-    for client in clients:
-        await client.result("subscribe", channel=channel)
-    expected = {"users": [{"user": "alice", "connections": 2}, {"user": "bob", "connections": 1}]}
-    for client in (clients[0], clients[2]):  # one on A, one on B
-        assert await client.result("presence", channel=channel) == expected
-        assert await client.result("presence_stats", channel=channel) == {"clients": 3, "users": 2}
+    await presence_seen_alike(a, b)
 
 
 async def receive(server, client, channel: str, count: int, epoch: str) -> list[tuple[int, object]]:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from tests.cluster.conftest import channel_name
+from tests.cluster.conftest import channel_name, presence_seen_alike
 from tests.helpers import WSClient
 
 pytestmark = pytest.mark.redis
@@ -51,14 +51,7 @@ async def test_publications_from_both_servers_arrive_in_offset_order(cluster):
 
 async def test_presence_is_the_same_seen_from_either_server(cluster):
     a, b = await cluster.pair()
-    channel = channel_name("presence")
-    clients = [await a.client("alice"), await b.client("alice"), await b.client("bob")]
-    for client in clients:
-        await client.result("subscribe", channel=channel)
-    expected = {"users": [{"user": "alice", "connections": 2}, {"user": "bob", "connections": 1}]}
-    for client in (clients[0], clients[2]):  # one on A, one on B
-        assert await client.result("presence", channel=channel) == expected
-        assert await client.result("presence_stats", channel=channel) == {"clients": 3, "users": 2}
+    channel, clients = await presence_seen_alike(a, b)
 
     await clients[1].close()  # alice's tab on B
     for client in (clients[0], clients[2]):

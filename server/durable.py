@@ -163,15 +163,9 @@ class DurableLog:
             except BrokerUnavailable as exc:
                 self._fail(batch, exc)
                 return
-            except CommitInDoubt:
-                if await _stored_after_all(rows):
-                    break
-                log.warning("storing %d durable publications failed", len(batch), exc_info=True)
-                for pending in batch:
-                    self._positions.pop(pending.channel, None)
-                self._fail(batch, CommandError(ErrorCode.UNAVAILABLE, "could not store the publication"))
-                return
-            except Exception:
+            except Exception as exc:
+                if isinstance(exc, CommitInDoubt) and await _stored_after_all(rows):
+                    break  # the COMMIT went through, its answer did not
                 log.warning("storing %d durable publications failed", len(batch), exc_info=True)
                 for pending in batch:
                     self._positions.pop(pending.channel, None)

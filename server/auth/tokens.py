@@ -14,8 +14,8 @@ has expired (``auth.token_ttl`` later).
 
 from __future__ import annotations
 
+import binascii
 import hmac
-import json
 import logging
 import os
 import secrets
@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
-from itsdangerous.encoding import base64_decode, bytes_to_int
 from itsdangerous.timed import TimestampSigner
+import orjson
 
 from server.config import ConfigError, Settings
 from server.errors import CommandError, ErrorCode
@@ -79,7 +79,9 @@ class TokenSigner:
         )
         # What itsdangerous derives from the secrets on every call, derived once, newest first.
         signer = self._serializer.make_signer()
-        self._digest = signer.digest_method
+        # By name, hmac.digest is OpenSSL's one-shot HMAC; given itsdangerous's
+        # function, it builds the inner and outer hashes in Python.
+        self._digest_name = signer.digest_method().name
         self._keys = [signer.derive_key(key) for key in reversed(signer.secret_keys)]
 
     def issue(self, user_id: int, session_id: str) -> tuple[str, float]:
@@ -128,12 +130,15 @@ class TokenSigner:
             payload, _, stamp = value.rpartition(b".")
             if not payload or payload.startswith(b"."):
                 return None
-            mac = base64_decode(signature)
-            if not any(hmac.compare_digest(hmac.digest(key, value, self._digest), mac) for key in self._keys):
+            mac = _b64decode(signature)
+            for key in self._keys:
+                if hmac.compare_digest(hmac.digest(key, value, self._digest_name), mac):
+                    break
+            else:
                 return None
-            signed_at = bytes_to_int(base64_decode(stamp))
-            data = json.loads(base64_decode(payload))
-        except (ValueError, BadData):
+            signed_at = int.from_bytes(_b64decode(stamp), "big")
+            data = orjson.loads(_b64decode(payload))
+        except ValueError:  # binascii.Error and orjson.JSONDecodeError among them
             return None
         if not 0 <= self._clock() - signed_at <= self.ttl:
             return None
@@ -147,6 +152,14 @@ class TokenSigner:
             except BadData:
                 pass
         raise CommandError(ErrorCode.TOKEN_EXPIRED, "token expired") from None
+
+
+_URLSAFE = bytes.maketrans(b"-_", b"+/")
+
+
+def _b64decode(data: bytes) -> bytes:
+    """itsdangerous's ``base64_decode`` (URL-safe, unpadded) without its per-call conversions."""
+    return binascii.a2b_base64(data.translate(_URLSAFE) + b"=" * (-len(data) % 4))
 
 
 class _ClockSigner(TimestampSigner):

@@ -16,8 +16,9 @@ publish there.
 
 from __future__ import annotations
 
+import functools
 import re
-from typing import Annotated, Any, Awaitable, Callable, Mapping, Protocol, runtime_checkable
+from typing import Annotated, Any, NoReturn, Awaitable, Callable, Mapping, Protocol, runtime_checkable
 
 import pydantic
 
@@ -48,14 +49,27 @@ class Subject(Protocol):
 
 def split_channel(channel: str) -> tuple[str, str]:
     """``"ns:name"`` → ``("ns", "name")``, or a BAD_REQUEST error."""
-    match = CHANNEL_RE.match(channel) if isinstance(channel, str) else None
+    if not isinstance(channel, str):
+        _bad_channel()
+    return _split(channel)
+
+
+@functools.lru_cache(maxsize=4096)
+def _split(channel: str) -> tuple[str, str]:
+    # A subscribe splits its channel three times (namespace, permission, internal
+    # name), and most channels come again and again: remember the recent ones.
+    match = CHANNEL_RE.match(channel)
     if match is None:
-        raise CommandError(
-            ErrorCode.BAD_REQUEST,
-            "channel must look like namespace:name",
-            {"channel": "expected namespace:name ([a-z0-9_-] namespace, [A-Za-z0-9_.@=,:;#-] name)"},
-        )
+        _bad_channel()
     return match.group(1), match.group(2)
+
+
+def _bad_channel() -> NoReturn:
+    raise CommandError(
+        ErrorCode.BAD_REQUEST,
+        "channel must look like namespace:name",
+        {"channel": "expected namespace:name ([a-z0-9_-] namespace, [A-Za-z0-9_.@=,:;#-] name)"},
+    )
 
 
 def namespace_of(channel: str, namespaces: Mapping[str, NamespaceSettings]) -> NamespaceSettings:

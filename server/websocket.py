@@ -154,11 +154,14 @@ async def _upgrade(request: web.Request) -> _WebSocket:
         max_msg_size=settings.client.max_message_size,
         compress=False,
     )
-    if not ws.can_prepare(request).ok:
-        raise web.HTTPBadRequest(text="expected a WebSocket upgrade")
     node.handshaking += 1  # until the connect command is done (the caller's finally)
     try:
+        # prepare checks the upgrade request before it writes anything (can_prepare
+        # first would run the same checks twice).
         await ws.prepare(request)
+    except web.HTTPException:
+        node.handshaking -= 1
+        raise web.HTTPBadRequest(text="expected a WebSocket upgrade") from None
     except BaseException:
         node.handshaking -= 1
         raise

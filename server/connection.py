@@ -199,8 +199,7 @@ class Connection:
     def detach(self) -> None:
         """Drop timers and queued output once the connection is gone (the node forgets it)."""
         self._cancel_expiry()
-        self.writer.discard()
-        self.writer.closed = True
+        self.writer.detach()
 
     def heartbeat(self) -> None:
         """Ping the peer, and drop it if it sent nothing (not even a pong) since the last ping.

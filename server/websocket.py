@@ -121,12 +121,32 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         finally:
             if not conn.finished.done():
                 conn.finished.set_result(None)
+            _break_cycles(ws)
             if logs.connection_log.isEnabledFor(logging.INFO):
                 logs.connection_log.info("connection closed", extra={
                     "code": ws.close_code, "seconds": round(time.perf_counter() - started, 3),
                     "user": conn.identity.username if conn.identity else None,
                 })
     return ws
+
+
+def _break_cycles(ws: _WebSocket) -> None:
+    """Let the connection's objects go by reference counting, not by the cycle collector.
+
+    The WebSocket and its connection refer to each other, and aiohttp keeps the
+    error that ended a WebSocket (a write to a transport the peer closed, say):
+    its traceback holds the frames of ``close()``, and with them the WebSocket,
+    its request and protocol. Left as they are, every finished connection is
+    garbage that only a collection frees, and collections grow costly with the
+    number of connections.
+    """
+    ws.connection = None
+    exc = ws.exception()
+    seen = 0
+    while exc is not None and seen < 8:  # the error, and the one it was raised in handling
+        exc.__traceback__ = None
+        exc = exc.__context__
+        seen += 1
 
 
 async def _upgrade(request: web.Request) -> _WebSocket:

@@ -170,6 +170,21 @@ class Writer:
         self._pending = []
         self._pending_bytes = 0
 
+    def detach(self) -> None:
+        """Close for good and drop what is pending and the overflow callback.
+
+        The callback is usually a method of the writer's owner, which holds the
+        writer: dropped, the two are freed by reference counting as soon as the
+        owner goes, instead of waiting for the cycle collector.
+        """
+        self.discard()
+        self.closed = True
+        self._on_overflow = _nothing
+
     def _overflow(self) -> None:
         self.discard()
         self._on_overflow()
+
+
+def _nothing() -> None:
+    pass

@@ -29,7 +29,7 @@ from server.errors import CloseCode
 from server.expiry import Expiries
 from server.ops.counters import Counters
 from server.protocol import Encoding
-from server.writer import FlushScheduler, Writer
+from server.writer import FlushScheduler, Writer, limit_unsent
 
 Spawn = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]
 """Runs a background task that its owner tracks and cancels on close."""
@@ -89,6 +89,8 @@ class Connection:
             limit=settings.write_buffer_limit,
             on_overflow=self._on_overflow,
         )
+        # Keep what the peer does not read in the writer's bound, not in the kernel.
+        limit_unsent(transport, settings.socket_unsent_limit)
         self._transport = transport
         self._settings = settings
         self._counters = counters
@@ -193,7 +195,7 @@ class Connection:
             return
         push = protocol.disconnect_push(int(code), reason, code.reconnect, reconnect_after)
         writer.enqueue(protocol.encode(push, self.encoding))
-        writer.flush()
+        writer.flush(now=True)
         writer.closed = True
 
     def detach(self) -> None:

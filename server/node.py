@@ -130,8 +130,10 @@ class Node:
         conns = list(self.connections.values())
         spread = self.settings.server.shutdown_reconnect_after
         hint = (spread[0], spread[1]) if spread[1] > 0 else None
+        # No task per connection: each gets its push and close frame in one write,
+        # and a single deadline bounds the wait for the peers' close frames.
         for conn in conns:
-            conn.close(CloseCode.SHUTDOWN, "server shutting down", hint)
+            conn.close_now(CloseCode.SHUTDOWN, "server shutting down", hint)
         if not conns:
             return
         _, late = await asyncio.wait([c.finished for c in conns], timeout=timeout)

@@ -188,10 +188,11 @@ class Connection:
         """As :meth:`close`, without a task: for a node closing every connection at once.
 
         The ``disconnect`` push and the close frame go out in one write, and the
-        WebSocket counts as closed from then on: its handler reads on (and
-        dispatches nothing) until the peer's close frame or the end of the
-        connection, and then ends. Nothing here bounds that wait: the caller
-        waits for :attr:`finished` until its deadline and aborts the rest.
+        WebSocket counts as closed from then on: its handler dispatches
+        nothing more and ends with the next thing the peer sends (its close
+        frame, as a rule) or the end of the connection. Nothing here bounds
+        that wait: the caller waits for :attr:`finished` until its deadline and
+        aborts the rest.
         """
         if self.state is State.CLOSING:
             return

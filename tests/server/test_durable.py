@@ -10,7 +10,7 @@ from tortoise import connections
 
 from models.publication import PublicationRecord
 from server.appkeys import NODE
-from server.broker.base import IDEMPOTENCY_TTL
+from server.broker.base import IDEMPOTENCY_TTL, StreamPosition
 from server.durable import DurableLog
 from tests.conftest import NAMESPACES, make_settings
 
@@ -149,3 +149,51 @@ async def test_a_key_past_its_lifetime_names_a_new_publication(make_stagewire, d
     assert (first["offset"], again["offset"]) == (1, 2)
     rows = await PublicationRecord.filter(channel="log:old").order_by("seq").values_list("seq", "idempotency_key")
     assert rows == [(1, None), (2, "k")]  # the expired row gave its key up
+
+
+class _HeldPositions:
+    """A broker whose ``position`` answers only once released: a node that read, then waited."""
+
+    def __init__(self, broker) -> None:
+        self._broker = broker
+        self.asked = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def __getattr__(self, name):
+        return getattr(self._broker, name)
+
+    async def position(self, channel):
+        seen = await self._broker.position(channel)
+        self.asked.set()
+        await self.release.wait()
+        return seen
+
+
+async def test_a_node_restoring_a_lost_channel_late_does_not_undo_another_nodes_publications(
+        make_stagewire, durable_settings):
+    """Two nodes restore one channel the broker lost; the one that read the database first restores last."""
+    sw = await make_stagewire(durable_settings)
+    node = sw.app[NODE]
+    alice = await sw.client("alice")
+    await alice.result("subscribe", channel="log:lost")
+    first = await alice.result("publish", channel="log:lost", data=1)
+    await alice.recv_push("pub")
+    await node.broker.restore_position("log:lost", StreamPosition(0, "the-broker-lost-it"))
+
+    held = _HeldPositions(node.broker)
+    other = DurableLog(held)  # another node's log, on the same broker and database
+    restoring = asyncio.create_task(other.position("log:lost"))
+    await asyncio.wait_for(held.asked.wait(), 5)  # it read offset 1 from the database, and the lost broker
+    second = await alice.result("publish", channel="log:lost", data=2)  # this node restores, then publishes 2
+    assert (second["offset"], second["epoch"]) == (2, first["epoch"])
+    assert (await alice.recv_push("pub"))["data"] == 2
+    held.release.set()
+    await asyncio.wait_for(restoring, 5)
+
+    assert await node.broker.position("log:lost") == StreamPosition(2, first["epoch"])
+    pubs, _ = await node.broker.history("log:lost")
+    assert [p.offset for p in pubs] == [2]
+    third = await alice.result("publish", channel="log:lost", data=3)
+    assert third["offset"] == 3
+    assert (await alice.recv_push("pub"))["data"] == 3
+    await alice.assert_quiet()

@@ -35,6 +35,7 @@ from typing import Callable, Sequence
 
 OP_TEXT = 0x1
 OP_BINARY = 0x2
+OP_CLOSE = 0x8
 _FIN = 0x80
 
 
@@ -93,6 +94,12 @@ def write_buffers(transport: asyncio.WriteTransport, buffers: Sequence[bytes]) -
 
 #: Seconds between two looks at the writers whose transport was backed up.
 RECHECK_DELAY = 0.01
+
+
+def close_frame(code: int, reason: bytes) -> bytes:
+    """A server's close frame: ``code`` and ``reason`` (at most 123 bytes, as RFC 6455 allows)."""
+    payload = struct.pack("!H", code) + reason[:123]
+    return frame_header(OP_CLOSE, len(payload)) + payload
 
 
 class FlushScheduler:
@@ -221,7 +228,7 @@ class Writer:
             self._marked = True
             self._scheduler.mark(self)
 
-    def flush(self, now: bool = False) -> None:
+    def flush(self, trailer: bytes = b"", now: bool = False) -> None:
         """Write everything pending as one frame, with one ``write`` (or ``writelines``).
 
         While the transport still holds data that the peer has not taken, the
@@ -230,6 +237,8 @@ class Writer:
         transport would keep a write request object per flush, each of them
         long-lived for the garbage collector to scan. The byte bound is checked
         either way.
+
+        ``trailer`` (a close frame) goes out in the same write, after the frame.
         """
         self._marked = False
         pending = self._pending
@@ -253,18 +262,19 @@ class Writer:
         self._pending = []
         self._pending_bytes = 0
         if self._framing is not None:
-            write_buffers(transport, self._framing(pending))
+            framed = self._framing(pending)
+            write_buffers(transport, [*framed, trailer] if trailer else framed)
             return
         count = len(pending)
         if size < SHARE_FROM * count:
             payload = pending[0] if count == 1 else self._separator.join(pending)
             n = len(payload)
             if n < 126:
-                transport.write(self._short[n] + payload)
+                transport.write(self._short[n] + payload + trailer)
             elif n < 65536:
-                transport.write(_MEDIUM(0x80 | self._opcode, 126, n) + payload)
+                transport.write(_MEDIUM(0x80 | self._opcode, 126, n) + payload + trailer)
             else:
-                transport.write(frame_header(self._opcode, n) + payload)
+                transport.write(frame_header(self._opcode, n) + payload + trailer)
             return
         # Large messages: the header, then the payloads themselves (shared with
         # every other subscriber), in one writelines.
@@ -272,7 +282,7 @@ class Writer:
         n = size + len(separator) * (count - 1)
         header = _MEDIUM(0x80 | self._opcode, 126, n) if n < 65536 else frame_header(self._opcode, n)
         if count == 1:
-            transport.writelines((header, pending[0]))
+            transport.writelines((header, pending[0], trailer) if trailer else (header, pending[0]))
             return
         buffers = [header, pending[0]]
         append = buffers.append
@@ -280,6 +290,8 @@ class Writer:
             if separator:
                 append(separator)
             append(payload)
+        if trailer:
+            append(trailer)
         transport.writelines(buffers)
 
     def discard(self) -> None:

@@ -20,6 +20,7 @@ from typing import Callable
 
 OP_TEXT = 0x1
 OP_BINARY = 0x2
+OP_CLOSE = 0x8
 _FIN = 0x80
 
 
@@ -30,6 +31,12 @@ def frame_header(opcode: int, length: int) -> bytes:
     if length < 65536:
         return struct.pack("!BBH", _FIN | opcode, 126, length)
     return struct.pack("!BBQ", _FIN | opcode, 127, length)
+
+
+def close_frame(code: int, reason: bytes) -> bytes:
+    """A server's close frame: ``code`` and ``reason`` (at most 123 bytes, as RFC 6455 allows)."""
+    payload = struct.pack("!H", code) + reason[:123]
+    return frame_header(OP_CLOSE, len(payload)) + payload
 
 
 class FlushScheduler:
@@ -137,8 +144,11 @@ class Writer:
             self._marked = True
             self._scheduler.mark(self)
 
-    def flush(self) -> None:
-        """Write everything pending as one frame, with one ``transport.write``."""
+    def flush(self, trailer: bytes = b"") -> None:
+        """Write everything pending as one frame, with one ``transport.write``.
+
+        ``trailer`` (a close frame) goes out in the same write, after the frame.
+        """
         self._marked = False
         pending = self._pending
         if not pending or self.closed:
@@ -154,16 +164,17 @@ class Writer:
         self._pending = []
         self._pending_bytes = 0
         if self._framing is not None:
-            transport.write(self._framing(pending))
+            transport.write(self._framing(pending) + trailer)
             return
         payload = pending[0] if len(pending) == 1 else self._separator.join(pending)
         n = len(payload)
+        # (bytes + b"" is the same object: no copy without a trailer.)
         if n < 126:
-            transport.write(self._short[n] + payload)
+            transport.write(self._short[n] + payload + trailer)
         elif n < 65536:
-            transport.write(_MEDIUM(0x80 | self._opcode, 126, n) + payload)
+            transport.write(_MEDIUM(0x80 | self._opcode, 126, n) + payload + trailer)
         else:
-            transport.write(frame_header(self._opcode, n) + payload)
+            transport.write(frame_header(self._opcode, n) + payload + trailer)
 
     def discard(self) -> None:
         """Drop everything pending (a slow client will not get it anyway)."""

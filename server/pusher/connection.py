@@ -138,8 +138,10 @@ class PusherConnection(Connection):
             return True
         return False
 
-    def send_last(self, code: CloseCode, reason: str, reconnect_after: tuple[int, int] | None = None) -> None:
-        """``pusher:error`` with the Pusher close code, after what is queued; nothing after it.
+    def send_last(
+        self, code: CloseCode, reason: str, reconnect_after: tuple[int, int] | None = None, *, trailer: bytes = b""
+    ) -> None:
+        """``pusher:error`` with the Pusher close code, after what is queued; nothing after it but ``trailer``.
 
         Pusher's protocol has no reconnect hint: ``reconnect_after`` is not sent.
         """
@@ -147,8 +149,11 @@ class PusherConnection(Connection):
         if writer.closed:
             return
         writer.enqueue(pp.encode_push(pp.error(pp.close_code(int(code)), reason)))
-        writer.flush()
+        writer.flush(trailer)
         writer.closed = True
+
+    def _wire_close_code(self, code: CloseCode) -> int:
+        return pp.close_code(int(code))
 
     def heartbeat(self) -> None:
         """Nothing: aiohttp's own heartbeat pings Pusher clients (Pusher's ping/pong is its own protocol)."""

@@ -23,6 +23,7 @@ import time
 from aiohttp import WSMsgType, web
 
 from server.appkeys import NODE, PUSHER, SETTINGS
+from server.connection import State
 from server.errors import CloseCode, Disconnect, StagewireError
 from server.ops import logs
 from server.pusher import channels as handlers
@@ -77,6 +78,8 @@ async def pusher_websocket(request: web.Request) -> web.StreamResponse:
     conn.send(pp.connection_established(conn.socket_id, app.activity_timeout))
     try:
         async for msg in ws:
+            if conn.state is State.CLOSING:
+                continue  # the server closed it: nothing more is dispatched, the handler ends with the peer's close
             if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
                 await dispatch(svc, conn, msg.data)
             elif msg.type is WSMsgType.ERROR:

@@ -85,10 +85,10 @@ class SseWriter(Writer):
         """One of the stream's own events, with the current position as its id."""
         super().enqueue(codec.event(event, data, codec.encode_id(self.positions)))
 
-    def flush(self) -> None:
+    def flush(self, trailer: bytes = b"") -> None:
         if self._sse_transport.is_closing():
             self._on_lost()
-        super().flush()
+        super().flush(trailer)
 
 
 class SseConnection(Connection):
@@ -113,6 +113,11 @@ class SseConnection(Connection):
             transport, flusher, chunked=chunked, limit=settings.write_buffer_limit,
             on_overflow=self._slow, on_lost=end.done.set,
         )
+
+    def _start_close(self, code: CloseCode, reason: str) -> bytes:
+        """An event stream has no close frame: its handler ends the response."""
+        self.end.done.set()
+        return b""
 
     def heartbeat(self) -> None:
         """Nothing: an event stream cannot answer a ping; a dead reader is found when writing fails."""

@@ -315,7 +315,10 @@ class ClusterPubSub:
             self._shard(address)  # connected up front, so a first subscribe does not wait for it
         names = set(self._keys) if self._check_all or first else self._check & set(self._keys)
         self._check_all = False
-        suspects, self._suspects = self._suspects, set()
+        # Only those about to hold a channel are asked (a lost master may take a
+        # connect timeout to not answer).
+        targets = {self._owner(name) for name in names}
+        suspects, self._suspects = self._suspects & targets, set()
         views = await self._views(suspects)
         moved: list[tuple[bytes, Hashable, PubSubShard]] = []
         for name in names:

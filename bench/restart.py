@@ -11,7 +11,8 @@
    ``[server] shutdown_reconnect_after``, overridden with ``--hint``), then
    retries with full-jitter backoff (0.5 s doubling to 5 s) until it is
    connected and subscribed with ``recover: true`` from its last position.
-4. Reports the seconds from SIGTERM until every client is back and recovered
+4. Reports the seconds from SIGTERM until the old process exited (and the CPU
+   it used for that), until every client is back and recovered
    (``recovered: true``, with the missed publication), the seconds from the new
    process being ready, the restarted server's peak RSS (``VmHWM``) and CPU, and
    this generator's CPU.
@@ -169,6 +170,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await redis.aclose()
 
 
+async def cpu_until_exit(server: Proc, before: float) -> float:
+    """Wait for the process to exit; its CPU seconds since ``before`` (read every 10 ms: a lower bound)."""
+    assert server.proc is not None
+    used = 0.0
+    while server.proc.returncode is None:
+        try:
+            used = server.cpu_seconds() - before
+        except (OSError, ValueError, IndexError):  # exited between the check and the read
+            break
+        try:
+            await asyncio.wait_for(asyncio.shield(server.proc.wait()), 0.01)
+        except asyncio.TimeoutError:
+            pass
+    await server.proc.wait()
+    return used
+
+
 async def storm(server: Proc, args: argparse.Namespace) -> dict[str, Any]:
     tokens = await login_sessions(server.port, args.sessions)
     subs = [Subscriber(tokens[i % len(tokens)], f"bench:restart-{i % args.channels}") for i in range(args.clients)]
@@ -194,12 +212,13 @@ async def storm(server: Proc, args: argparse.Namespace) -> dict[str, Any]:
     # only this generator's own bound on open handshakes holds them.
     storm_sem = asyncio.Semaphore(args.storm_inflight)
     back = [asyncio.create_task(s.come_back(server.port, storm_sem)) for s in subs]
+    cpu_before_stop = server.cpu_seconds()
     sigterm = time.perf_counter()
     server.terminate()
     assert server.proc is not None
-    await server.proc.wait()
+    stop_cpu = await cpu_until_exit(server, cpu_before_stop)
     stopped = time.perf_counter() - sigterm
-    print(f"SIGTERM: exited after {stopped:.1f} s", file=sys.stderr)
+    print(f"SIGTERM: exited after {stopped:.1f} s ({stop_cpu:.2f} s of CPU)", file=sys.stderr)
     ready = await server.start() + stopped
     print(f"restarted: ready {ready:.1f} s after SIGTERM", file=sys.stderr)
     done, pending = await asyncio.wait(back, timeout=args.timeout)
@@ -216,6 +235,7 @@ async def storm(server: Proc, args: argparse.Namespace) -> dict[str, Any]:
         "hint_ms": args.hint or "server default",
         "initial_connect_s": round(initial, 1),
         "stopped_after_s": round(stopped, 2),
+        "stop_cpu_s": round(stop_cpu, 2),
         "ready_after_s": round(ready, 2),
         "all_back_after_s": round(max(finished), 2) if len(finished) == len(subs) else None,
         "back": len(finished),

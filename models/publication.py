@@ -26,5 +26,6 @@ class PublicationRecord(Model):
     class Meta:
         table = "publications"
         table_description = "Publications of durable namespaces"
-        unique_together = (("channel", "seq"),)
-        indexes = (("channel", "idempotency_key"),)
+        # A key names one publication of its channel, whichever node stored it
+        # (rows without a key are not compared: NULLs are distinct).
+        unique_together = (("channel", "seq"), ("channel", "idempotency_key"))

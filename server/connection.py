@@ -4,6 +4,9 @@ A connection never awaits its peer when something is sent to it: ``send``
 encodes and queues; the :class:`~server.writer.Writer` writes once per tick.
 ``close`` is idempotent and synchronous: it queues the ``disconnect`` push,
 flushes it, and lets a background task finish the WebSocket close handshake.
+``close_now`` is the same for a node that closes all of its connections at
+once (SIGTERM): no task and no timer of its own, the push and the close frame
+in one write, and the node bounds the wait for the peers' close frames.
 
 A connection is given what it needs (the client settings, the flush
 scheduler, the node's counters and a way to run a background task), not the
@@ -29,7 +32,7 @@ from server.errors import CloseCode
 from server.expiry import Expiries
 from server.ops.counters import Counters
 from server.protocol import Encoding
-from server.writer import FlushScheduler, Writer
+from server.writer import FlushScheduler, Writer, close_frame, limit_unsent
 
 Spawn = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]
 """Runs a background task that its owner tracks and cancels on close."""
@@ -89,6 +92,8 @@ class Connection:
             limit=settings.write_buffer_limit,
             on_overflow=self._on_overflow,
         )
+        # Keep what the peer does not read in the writer's bound, not in the kernel.
+        limit_unsent(transport, settings.socket_unsent_limit)
         self._transport = transport
         self._settings = settings
         self._counters = counters
@@ -181,19 +186,61 @@ class Connection:
         self.send_last(code, reason, reconnect_after)
         self._close_task = self._spawn(self._close_ws(code, reason))
 
+    def close_now(self, code: CloseCode, reason: str, reconnect_after: tuple[int, int] | None = None) -> None:
+        """As :meth:`close`, without a task: for a node closing every connection at once.
+
+        The ``disconnect`` push and the close frame go out in one write, and the
+        WebSocket counts as closed from then on: its handler dispatches
+        nothing more and ends with the next thing the peer sends (its close
+        frame, as a rule) or the end of the connection. Nothing here bounds
+        that wait: the caller waits for :attr:`finished` until its deadline and
+        aborts the rest.
+        """
+        if self.state is State.CLOSING:
+            return
+        self.state = State.CLOSING
+        self.closed_with = (int(code), reason)
+        self._cancel_expiry()
+        frame = self._start_close(code, reason)
+        if self.writer.closed:
+            if frame and not self._transport.is_closing():
+                self._transport.write(frame)
+            return
+        # A flush that finds the peer not reading cuts it off as slow instead (aborted).
+        self.send_last(code, reason, reconnect_after, trailer=frame)
+
+    def _start_close(self, code: CloseCode, reason: str) -> bytes:
+        """Mark the WebSocket closed; the close frame to write (empty if it was closed already).
+
+        aiohttp's own ``close`` is a coroutine that then waits for the handler;
+        once marked closed it neither sends a second close frame when the
+        peer's arrives nor one of its own when the handler returns.
+        """
+        ws = self.ws
+        if ws.closed:
+            return b""
+        ws._set_closed()
+        return close_frame(self._wire_close_code(code), reason.encode())
+
+    def _wire_close_code(self, code: CloseCode) -> int:
+        """The close code as this protocol sends it."""
+        return int(code)
+
     async def wait_closed(self) -> None:
         """Wait for a close started by :meth:`close` to finish (it is bounded in time)."""
         if self._close_task is not None:
             await asyncio.shield(self._close_task)
 
-    def send_last(self, code: CloseCode, reason: str, reconnect_after: tuple[int, int] | None = None) -> None:
-        """Write the ``disconnect`` push now, after what is queued; nothing is sent after it."""
+    def send_last(
+        self, code: CloseCode, reason: str, reconnect_after: tuple[int, int] | None = None, *, trailer: bytes = b""
+    ) -> None:
+        """Write the ``disconnect`` push now, after what is queued; nothing is sent after it but ``trailer``."""
         writer = self.writer
         if writer.closed:
             return
         push = protocol.disconnect_push(int(code), reason, code.reconnect, reconnect_after)
         writer.enqueue(protocol.encode(push, self.encoding))
-        writer.flush()
+        writer.flush(trailer, now=True)
         writer.closed = True
 
     def detach(self) -> None:

@@ -147,16 +147,18 @@ class DurableLog:
                     self._fail(batch, CommandError(ErrorCode.INTERNAL, "internal error"))
 
     async def _commit_and_deliver(self, batch: list[_Pending]) -> None:
-        batch = await self._not_stored_yet(batch)
-        if not batch:
-            return
         for attempt in range(MAX_ATTEMPTS):
+            # Again after a refusal: it may have been another node storing one of our keys.
+            batch = await self._not_stored_yet(batch, release_expired=attempt > 0)
+            if not batch:
+                return
             try:
                 rows = await self._number(batch)
                 await _insert(rows)
                 break
             except IntegrityError:
-                # Another node numbered the same offsets first: renumber from the database.
+                # Another node numbered the same offsets first, or stored one of
+                # the idempotency keys: renumber from the database (and look again).
                 for pending in batch:
                     self._positions.pop(pending.channel, None)
                 await asyncio.sleep(0.005 * (attempt + 1))
@@ -359,8 +361,15 @@ class DurableLog:
         query = query.order_by("-seq" if reverse else "seq").limit(limit)
         return [_publication(row) for row in await query]
 
-    async def _not_stored_yet(self, batch: list[_Pending]) -> list[_Pending]:
-        """The batch without the retries of publications already stored (they get the first position)."""
+    async def _not_stored_yet(self, batch: list[_Pending], *, release_expired: bool = False) -> list[_Pending]:
+        """The batch without the retries of publications already stored (they get the first position).
+
+        The database holds a key once per channel (a unique constraint), so a
+        key stored by another node in the meantime refuses our insert; this
+        then answers its publisher with that node's position. With
+        ``release_expired``, a key older than :data:`IDEMPOTENCY_TTL` is taken
+        off its row, so that it can name a new publication.
+        """
         fresh = []
         for pending in batch:
             if pending.idempotency_key is not None:
@@ -369,13 +378,17 @@ class DurableLog:
                     if not pending.future.done():
                         pending.future.set_result(earlier)
                     continue
+                if release_expired:
+                    await PublicationRecord.filter(
+                        channel=pending.channel, idempotency_key=pending.idempotency_key,
+                        created_at__lt=_idempotency_cutoff(),
+                    ).update(idempotency_key=None)
             fresh.append(pending)
         return fresh
 
     async def _stored_with_key(self, channel: str, key: str) -> StreamPosition | None:
-        cutoff = datetime.now(timezone.utc) - timedelta(seconds=IDEMPOTENCY_TTL)
         row = await PublicationRecord.filter(
-            channel=channel, idempotency_key=key, created_at__gte=cutoff
+            channel=channel, idempotency_key=key, created_at__gte=_idempotency_cutoff()
         ).first()
         if row is None:
             return None
@@ -433,6 +446,11 @@ async def _stored_after_all(rows: list[_Row]) -> bool:
             delay = min(delay * 2, 1.0)
             continue
         return found is not None and found.data == first.data and found.created_at == first.created_at
+
+
+def _idempotency_cutoff() -> datetime:
+    """Rows stored before this no longer answer for their idempotency key."""
+    return datetime.now(timezone.utc) - timedelta(seconds=IDEMPOTENCY_TTL)
 
 
 def _publication(row: PublicationRecord) -> Publication:

@@ -103,6 +103,7 @@ class Node:
             presence, broker, settings.namespaces, settings.broker.presence_ttl, self.spawn
         )
         self.shutting_down = False
+        self._drained = False  # shutdown ran to its end (while shutting_down)
         # Handshakes between the upgrade and the connect reply (server.websocket, [server] max_handshakes).
         self.handshaking = 0
         self.events: EventSink = NO_EVENTS
@@ -125,13 +126,29 @@ class Node:
         )
 
     async def shutdown(self, timeout: float) -> None:
-        """Tell every client to reconnect elsewhere, then wait (bounded) for them to go."""
+        """Tell every client to reconnect elsewhere, then wait (bounded) for them to go.
+
+        Once done, a second call returns at once while the node still refuses
+        connections (the process's own stop drains before aiohttp's
+        ``on_shutdown`` asks again).
+        """
+        if self.shutting_down and self._drained:
+            return
         self.shutting_down = True
+        self._drained = False
+        try:
+            await self._drain(timeout)
+        finally:
+            self._drained = True
+
+    async def _drain(self, timeout: float) -> None:
         conns = list(self.connections.values())
         spread = self.settings.server.shutdown_reconnect_after
         hint = (spread[0], spread[1]) if spread[1] > 0 else None
+        # No task per connection: each gets its push and close frame in one write,
+        # and a single deadline bounds the wait for the peers' close frames.
         for conn in conns:
-            conn.close(CloseCode.SHUTDOWN, "server shutting down", hint)
+            conn.close_now(CloseCode.SHUTDOWN, "server shutting down", hint)
         if not conns:
             return
         _, late = await asyncio.wait([c.finished for c in conns], timeout=timeout)

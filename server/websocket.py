@@ -18,7 +18,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from server import protocol
 from server.ops import logs
 from server.appkeys import AUTH, HANDLER_TABLE, NODE, SETTINGS
-from server.connection import Connection
+from server.connection import Connection, State
 from server.dispatch import Context, HandlerTable, Params, dispatch_frame, run_messages, validation_error
 from server.errors import CloseCode, CommandError, Disconnect, ErrorCode, ProtocolError, StagewireError
 from server.hooks.subscriptions import server_subscribe
@@ -100,6 +100,8 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         logs.request_id.set(http_request)
         async for msg in ws:
             conn.heard = True
+            if conn.state is State.CLOSING:
+                continue  # the server closed it: nothing more is dispatched, the handler ends with the peer's close
             if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
                 await dispatch_frame(ctx, msg.data, table)
             elif msg.type is WSMsgType.PING:

@@ -10,16 +10,32 @@ still holds may not exceed ``limit`` (checked as messages are queued and again
 before every write), so the total is bounded by about twice ``limit``. When a
 client cannot keep up, ``on_overflow`` is called and that client alone is
 disconnected; nobody else waits for it.
+
+Large messages are written by reference: the frame header and the one encoded
+payload go to the transport as separate buffers (``writelines``), so a
+publication is never copied per subscriber. With uvloop the transport keeps
+those buffers as they are until the socket takes them, so a thousand backed-up
+subscribers hold references to one payload, not a thousand copies; ``limit``
+counts the bytes each of them would still be sent. Small messages are copied
+into one frame instead, which is cheaper than handing over several buffers.
+
+The kernel holds a socket's unsent bytes outside that bound, and on loopback
+it takes megabytes per socket. :func:`limit_unsent` caps them
+(``TCP_NOTSENT_LOWAT``), so that a peer that stops reading backs up into the
+writer's bound after a few publications, instead of costing a copy into the
+kernel of every publication until its socket buffer is full.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
-from typing import Callable
+from typing import Callable, Sequence
 
 OP_TEXT = 0x1
 OP_BINARY = 0x2
+OP_CLOSE = 0x8
 _FIN = 0x80
 
 
@@ -32,6 +48,60 @@ def frame_header(opcode: int, length: int) -> bytes:
     return struct.pack("!BBQ", _FIN | opcode, 127, length)
 
 
+#: Linux's TCP_NOTSENT_LOWAT, also where the socket module does not name it.
+_TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
+
+#: Payloads of at least this many bytes (on average, when several go in one frame)
+#: are written by reference; smaller ones are copied behind their header.
+SHARE_FROM = 1024
+
+Framing = Callable[[list[bytes]], Sequence[bytes]]
+"""Another protocol shell's framing: the pending messages, as the buffers of one write."""
+
+
+def limit_unsent(transport: asyncio.BaseTransport, limit: int) -> None:
+    """Let the kernel hold at most about ``limit`` unsent bytes of this connection.
+
+    Once that much waits in the socket, it stops taking more (it still sends
+    whatever the peer's window allows), and the rest stays in the transport,
+    where the writer's ``limit`` counts it. 0 leaves the kernel's default
+    (up to ``net.ipv4.tcp_wmem``). Transports without a TCP socket are left alone.
+    """
+    if limit <= 0:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, _TCP_NOTSENT_LOWAT, limit)
+    except OSError:
+        pass  # a platform without the option: the kernel's buffer stays beside the bound
+
+
+def write_buffers(transport: asyncio.WriteTransport, buffers: Sequence[bytes]) -> None:
+    """One write of ``buffers``: by reference when they are large, else joined into one copy.
+
+    Large means at least ``SHARE_FROM / 2`` bytes a buffer on average: a
+    framing interleaves small headers with the messages.
+    """
+    if len(buffers) == 1:
+        transport.write(buffers[0])
+    elif sum(map(len, buffers)) >= SHARE_FROM * (len(buffers) >> 1):
+        transport.writelines(buffers)
+    else:
+        transport.write(b"".join(buffers))
+
+
+#: Seconds between two looks at the writers whose transport was backed up.
+RECHECK_DELAY = 0.01
+
+
+def close_frame(code: int, reason: bytes) -> bytes:
+    """A server's close frame: ``code`` and ``reason`` (at most 123 bytes, as RFC 6455 allows)."""
+    payload = struct.pack("!H", code) + reason[:123]
+    return frame_header(OP_CLOSE, len(payload)) + payload
+
+
 class FlushScheduler:
     """Flushes every writer that has pending data, once per loop tick.
 
@@ -39,15 +109,21 @@ class FlushScheduler:
     after the first message is queued, so that publications arriving one by one
     (from Redis, say, one per round trip) still share a write. It trades that
     much latency for fewer, larger writes.
+
+    A writer whose transport still holds data (its peer is behind) keeps its
+    messages instead of writing them, and is :meth:`held`: flushed again every
+    ``RECHECK_DELAY`` until the transport has drained or the writer overflows.
     """
 
-    __slots__ = ("_loop", "_dirty", "_scheduled", "_delay")
+    __slots__ = ("_loop", "_dirty", "_scheduled", "_delay", "_held", "_recheck_scheduled")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, delay: float = 0.0) -> None:
         self._loop = loop
         self._dirty: list[Writer] = []
         self._scheduled = False
         self._delay = delay
+        self._held: list[Writer] = []
+        self._recheck_scheduled = False
 
     def mark(self, writer: Writer) -> None:
         self._dirty.append(writer)
@@ -64,6 +140,19 @@ class FlushScheduler:
         for writer in dirty:
             writer.flush()
 
+    def hold(self, writer: Writer) -> None:
+        """Flush ``writer`` again after ``RECHECK_DELAY``: its transport is backed up."""
+        self._held.append(writer)
+        if not self._recheck_scheduled:
+            self._recheck_scheduled = True
+            self._loop.call_later(RECHECK_DELAY, self._recheck)
+
+    def _recheck(self) -> None:
+        self._recheck_scheduled = False
+        held, self._held = self._held, []
+        for writer in held:
+            writer.flush()
+
 
 #: The headers of frames shorter than 126 bytes, by opcode and length: no bytes made per write.
 _SHORT = {op: [frame_header(op, n) for n in range(126)] for op in (OP_TEXT, OP_BINARY)}
@@ -75,7 +164,9 @@ class Writer:
 
     ``enqueue`` runs once per subscriber per publication, and ``flush`` once per
     connection per tick: both keep to a few attribute reads and no call they
-    can avoid. Each flush builds the connection's one frame and writes it.
+    can avoid. Each flush builds the connection's one frame and writes it:
+    copied into one ``bytes`` when its messages are small, as a header and
+    references to the shared payloads when they are large.
     """
 
     __slots__ = (
@@ -101,7 +192,7 @@ class Writer:
         binary: bool,
         limit: int,
         on_overflow: Callable[[], None],
-        framing: Callable[[list[bytes]], bytes] | None = None,
+        framing: Framing | None = None,
     ) -> None:
         self._transport = transport
         self._scheduler = scheduler
@@ -137,8 +228,18 @@ class Writer:
             self._marked = True
             self._scheduler.mark(self)
 
-    def flush(self) -> None:
-        """Write everything pending as one frame, with one ``transport.write``."""
+    def flush(self, trailer: bytes = b"", now: bool = False) -> None:
+        """Write everything pending as one frame, with one ``write`` (or ``writelines``).
+
+        While the transport still holds data that the peer has not taken, the
+        messages stay here and the writer is held (:meth:`FlushScheduler.hold`)
+        unless ``now``: they are references to shared payloads, where the
+        transport would keep a write request object per flush, each of them
+        long-lived for the garbage collector to scan. The byte bound is checked
+        either way.
+
+        ``trailer`` (a close frame) goes out in the same write, after the frame.
+        """
         self._marked = False
         pending = self._pending
         if not pending or self.closed:
@@ -148,22 +249,50 @@ class Writer:
             self.discard()
             self.closed = True
             return
-        if transport.get_write_buffer_size() + self._pending_bytes > self._limit:
+        backlog = transport.get_write_buffer_size()
+        if backlog + self._pending_bytes > self._limit:
             self._overflow()
             return
+        if backlog and not now:
+            # Marked while held: enqueue leaves the next flush to the recheck.
+            self._marked = True
+            self._scheduler.hold(self)
+            return
+        size = self._pending_bytes
         self._pending = []
         self._pending_bytes = 0
         if self._framing is not None:
-            transport.write(self._framing(pending))
+            framed = self._framing(pending)
+            write_buffers(transport, [*framed, trailer] if trailer else framed)
             return
-        payload = pending[0] if len(pending) == 1 else self._separator.join(pending)
-        n = len(payload)
-        if n < 126:
-            transport.write(self._short[n] + payload)
-        elif n < 65536:
-            transport.write(_MEDIUM(0x80 | self._opcode, 126, n) + payload)
-        else:
-            transport.write(frame_header(self._opcode, n) + payload)
+        count = len(pending)
+        if size < SHARE_FROM * count:
+            payload = pending[0] if count == 1 else self._separator.join(pending)
+            n = len(payload)
+            if n < 126:
+                transport.write(self._short[n] + payload + trailer)
+            elif n < 65536:
+                transport.write(_MEDIUM(0x80 | self._opcode, 126, n) + payload + trailer)
+            else:
+                transport.write(frame_header(self._opcode, n) + payload + trailer)
+            return
+        # Large messages: the header, then the payloads themselves (shared with
+        # every other subscriber), in one writelines.
+        separator = self._separator
+        n = size + len(separator) * (count - 1)
+        header = _MEDIUM(0x80 | self._opcode, 126, n) if n < 65536 else frame_header(self._opcode, n)
+        if count == 1:
+            transport.writelines((header, pending[0], trailer) if trailer else (header, pending[0]))
+            return
+        buffers = [header, pending[0]]
+        append = buffers.append
+        for payload in pending[1:]:
+            if separator:
+                append(separator)
+            append(payload)
+        if trailer:
+            append(trailer)
+        transport.writelines(buffers)
 
     def discard(self) -> None:
         """Drop everything pending (a slow client will not get it anyway)."""

@@ -40,7 +40,11 @@ Contract (checked by ``tests/broker/conformance.py`` for every backend):
   database has already numbered.
 * **Restore.** ``restore_position`` sets a channel's position (offset and
   epoch) when the backend lost it, so that a durable channel keeps the epoch
-  and offsets its database rows carry.
+  and offsets its database rows carry. It never moves a channel back within
+  its epoch: when the channel is already in that epoch at that offset or
+  beyond, it changes nothing. Two nodes may restore one channel at once from
+  what they read of the database, and the one that read before the other
+  stored (and published) more must not undo those publications.
 * **Join/leave and control messages** are best-effort broadcasts with the same
   per-channel order as publications.
 """
@@ -172,7 +176,10 @@ class Broker(Stream, Protocol):
         """Assign the next offset, keep it in history and deliver it to subscribed nodes."""
 
     async def restore_position(self, channel: str, position: StreamPosition) -> None:
-        """Make ``position`` the channel's current offset and epoch (history is not restored)."""
+        """Make ``position`` the channel's current offset and epoch (history is not restored).
+
+        Nothing changes if the channel is in ``position.epoch`` at ``position.offset`` or beyond.
+        """
 
     async def publish_presence(self, kind: str, channel: str, info: dict[str, Any]) -> None:
         """Broadcast a ``join`` or ``leave`` to the nodes subscribed to ``channel``."""

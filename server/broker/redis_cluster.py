@@ -20,6 +20,16 @@ channels span slots), and they report what only a cluster does:
   reconnect attempt reloads the slot map, so channels whose slot now has
   another master move there, and the shard left with nothing is closed.
 
+The slot map is loaded from one node of the cluster, which may not have heard
+of the change yet: after a ``CLUSTER FAILOVER`` it can still name the demoted
+master, now a replica, and a replica accepts SSUBSCRIBE without ``-MOVED``
+(and gets none of the new master's publications). So a node that ended a
+subscription by itself, or that the shard reconnected to, is asked for its own
+view (``CLUSTER NODES``) before a channel is placed on it. Where that node
+says another master serves the slot, the map is corrected as a ``-MOVED``
+would correct it (``NodesManager.move_slot``) and the channel goes there; a
+channel whose slot has no master in that view is placed in a later round.
+
 A channel moved to another master may have missed publications between the
 two subscriptions, so once the new master confirms it the channel is passed
 to ``on_gap``, as after any pub/sub reconnect: the node then catches up from
@@ -33,11 +43,11 @@ import logging
 from collections import defaultdict
 from typing import Any, Callable, Hashable, Sequence
 
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import RedisCluster, get_node_name
 from redis.asyncio.connection import Connection
 from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, RedisError, ResponseError
+from redis.exceptions import MovedError, RedisClusterException, RedisError, ResponseError
 
 from server.broker.base import BrokerUnavailable
 from server.broker.redis_client import RedisClient
@@ -134,6 +144,9 @@ class ClusterPubSub:
         self._route: dict[bytes, str] = {}  # held channel -> master it is subscribed on
         self._check: set[bytes] = set()  # channels to re-route (dropped, or not placed yet)
         self._check_all = False
+        # Nodes whose own view is asked before a channel is placed on them:
+        # they ended a subscription by themselves, or a shard reconnected to them.
+        self._suspects: set[str] = set()
         # Moved channels not reported yet: reported before the first message of
         # their new subscription, so nothing it delivers can precede the gap.
         self._moving: set[Hashable] = set()
@@ -236,10 +249,13 @@ class ClusterPubSub:
         self._connects[address] += 1
         if self._connects[address] > 1:
             self._check_all = True
+            self._suspects.add(address)
             self._wake.set()
-        return self._client.node_connection(address, _SlotConnection, on_dropped=self._dropped)
+        return self._client.node_connection(
+            address, _SlotConnection, on_dropped=lambda name: self._dropped(address, name))
 
-    def _dropped(self, name: bytes) -> None:
+    def _dropped(self, address: str, name: bytes) -> None:
+        self._suspects.add(address)
         if name in self._keys:
             log.info("Redis Cluster: the slot of %r moved; subscribing on its new master", name)
             # Still held by the old master's shard (which would subscribe it there
@@ -299,10 +315,29 @@ class ClusterPubSub:
             self._shard(address)  # connected up front, so a first subscribe does not wait for it
         names = set(self._keys) if self._check_all or first else self._check & set(self._keys)
         self._check_all = False
+        # Only those about to hold a channel are asked (a lost master may take a
+        # connect timeout to not answer).
+        targets = {self._owner(name) for name in names}
+        suspects, self._suspects = self._suspects & targets, set()
+        views = await self._views(suspects)
         moved: list[tuple[bytes, Hashable, PubSubShard]] = []
         for name in names:
-            key = self._keys[name]
+            key = self._keys.get(name)
+            if key is None:
+                continue  # unsubscribed while the suspects were asked
             old, new = self._route.get(name), self._owner(name)
+            view = views.get(new)
+            if view is not None and view.get(key_slot(name)) != new:
+                # The map is staler than the node it names (which serves no such slot).
+                corrected = await self._correct(name, view)
+                if corrected is None:  # nobody serves it in that view either: placed in a later round
+                    if old is not None and old in self._shards:
+                        self._shards[old].unsubscribe(name)
+                    self._route.pop(name, None)
+                    self._check.add(name)
+                    self._suspects.update(views)
+                    continue
+                new = corrected
             if old == new and name not in self._check:
                 continue
             if old is not None and old in self._shards:
@@ -338,6 +373,40 @@ class ClusterPubSub:
                 self._gap(unreported)
         await self._close_gone(masters)
 
+    async def _views(self, addresses: set[str]) -> dict[str, dict[int, str]]:
+        """Each node's own slot map (slot -> master); a node that does not answer is left out."""
+        views: dict[str, dict[int, str]] = {}
+        for address in addresses:
+            connection = self._client.node_connection(address, Connection)
+            try:
+                await connection.connect()  # type: ignore[no-untyped-call]
+                await connection.send_command("CLUSTER", "NODES")
+                masters = slot_masters(await connection.read_response())
+            except (RedisError, OSError) as exc:
+                log.info("Redis Cluster: cannot ask %s for its slots: %s", address, exc)
+                continue
+            finally:
+                await connection.disconnect(nowait=True)
+            # Named as the slot map names nodes (CLUSTER SLOTS, remapped).
+            names = {master: self._node_name(master, connection.host) for master in set(masters.values())}
+            views[address] = {slot: names[master] for slot, master in masters.items()}
+        return views
+
+    def _node_name(self, address: str, default_host: str) -> str:
+        host, _, port = address.rpartition(":")
+        host, remapped_port = self._cluster.nodes_manager.remap_host_port(host or default_host, int(port))
+        return get_node_name(host, remapped_port)
+
+    async def _correct(self, name: bytes, view: dict[int, str]) -> str | None:
+        """Route ``name``'s slot to its master in ``view``, as a ``-MOVED`` from there would."""
+        slot = key_slot(name)
+        master = view.get(slot)
+        if master is None:
+            return None
+        await self._cluster.nodes_manager.move_slot(MovedError(f"{slot} {master}"))
+        new = self._owner(name)
+        return new if new == master else None
+
     async def _close_gone(self, masters: set[str]) -> None:
         """Close the shards of nodes that are no longer masters and hold nothing."""
         used = set(self._route.values())
@@ -346,3 +415,22 @@ class ClusterPubSub:
             self._closed_reconnects += shard.reconnects
             self._connects.pop(address, None)
             await shard.close()
+
+
+def slot_masters(nodes: bytes | str) -> dict[int, str]:
+    """Slot -> ``host:port`` of its master, from a ``CLUSTER NODES`` reply (the answering node's view)."""
+    text = nodes.decode() if isinstance(nodes, bytes) else nodes
+    masters: dict[int, str] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        flags = fields[2].split(",") if len(fields) > 2 else []
+        if len(fields) < 8 or "master" not in flags or "fail" in flags:
+            continue
+        address = fields[1].split("@", 1)[0]
+        for entry in fields[8:]:
+            if entry.startswith("["):
+                continue  # a slot being imported or migrated: its owner is listed as usual
+            start, _, end = entry.partition("-")
+            for slot in range(int(start), int(end or start) + 1):
+                masters[slot] = address
+    return masters

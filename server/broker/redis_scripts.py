@@ -69,14 +69,16 @@ return {offset, epoch, 0}
 """
 
 # Make a given position the channel's current one; the history of another
-# position is dropped, since its entries would carry the wrong epoch.
+# position is dropped, since its entries would carry the wrong epoch. A
+# position the channel has passed in that epoch changes nothing: another node
+# restored it first and published since (see Broker, Restore).
 #
 # KEYS[1]  meta hash, KEYS[2] history stream (as above)
 # ARGV[1]  epoch, ARGV[2] offset
 # ARGV[3]  meta TTL in milliseconds if the channel had no position
 RESTORE = """
 local meta = redis.call('HMGET', KEYS[1], 'e', 'o')
-if meta[1] == ARGV[1] and meta[2] == ARGV[2] then
+if meta[1] == ARGV[1] and tonumber(meta[2]) >= tonumber(ARGV[2]) then
   return 0
 end
 redis.call('HSET', KEYS[1], 'e', ARGV[1], 'o', ARGV[2])

@@ -13,6 +13,9 @@ Contract (checked by ``tests/presence/conformance.py`` for every backend):
   channel (the user joined); ``remove`` returns True when it removed the
   user's last one (the user left). Two tabs of one user join once, and the
   user leaves when the last tab closes.
+* ``remove_many`` is ``remove`` for many entries at once (one round trip
+  for a batch rather than one per entry), with one result per entry, in
+  order; as if removed one after the other.
 * ``expire`` removes entries past their TTL and returns the users whose last
   client expired, each exactly once across all nodes calling it concurrently.
 * ``users`` and ``stats`` never count expired entries.
@@ -27,7 +30,7 @@ Contract (checked by ``tests/presence/conformance.py`` for every backend):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Protocol
+from typing import Iterable, Protocol, Sequence
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +48,9 @@ class PresenceStore(Protocol):
 
     async def remove(self, entry: PresenceEntry) -> bool:
         """Forget a client; True if it was its user's last client in the channel."""
+
+    async def remove_many(self, entries: Sequence[PresenceEntry]) -> list[bool]:
+        """Forget many clients at once; for each, True if it was its user's last client in the channel."""
 
     async def refresh(self, entries: Iterable[PresenceEntry]) -> None:
         """Push back the expiry of live clients (each node refreshes its own)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 from server.presence.base import PresenceEntry
 
@@ -40,6 +40,9 @@ class MemoryPresence:
         if not clients:
             del self._clients[entry.channel]
         return self._decrement(entry.channel, entry.user)
+
+    async def remove_many(self, entries: Sequence[PresenceEntry]) -> list[bool]:
+        return [await self.remove(entry) for entry in entries]
 
     async def refresh(self, entries: Iterable[PresenceEntry]) -> None:
         expires_at = self._clock() + self._ttl

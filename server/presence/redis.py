@@ -45,7 +45,7 @@ channels' streams as well, so the node tells those subscribers to resubscribe
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from server.broker.redis_client import RedisClient, Script
 from server.presence.base import PresenceEntry
@@ -238,6 +238,18 @@ class RedisPresence:
         if left == 1:
             await self._forget_info({entry.channel: [entry.user]})
         return bool(left == 1)
+
+    async def remove_many(self, entries: Sequence[PresenceEntry]) -> list[bool]:
+        entries = list(entries)
+        replies = await self._pipelined(self._remove, [(self._keys(e.channel), [e.client]) for e in entries])
+        left = [reply == 1 for reply in replies]
+        gone: dict[str, list[str]] = defaultdict(list)
+        for entry, last in zip(entries, left):
+            if last:
+                gone[entry.channel].append(entry.user)
+        if gone:
+            await self._forget_info(gone)
+        return left
 
     async def refresh(self, entries: Iterable[PresenceEntry]) -> None:
         by_channel: dict[str, list[str]] = defaultdict(list)

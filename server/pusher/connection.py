@@ -20,7 +20,6 @@ import asyncio
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Callable
 
 from aiohttp import WSCloseCode, web
 
@@ -30,7 +29,7 @@ from server.errors import CloseCode
 from server.ops.counters import Counters
 from server.protocol import Encoding
 from server.pusher import protocol as pp
-from server.writer import OP_TEXT, FlushScheduler, Writer, frame_header
+from server.writer import OP_TEXT, FlushScheduler, Framing, Writer, frame_header
 
 
 def new_socket_id() -> str:
@@ -42,8 +41,11 @@ def new_socket_id() -> str:
 _SHORT_HEADERS = [frame_header(OP_TEXT, n) for n in range(126)]
 
 
-def frames_for(socket_id: str) -> Callable[[list[bytes]], bytes]:
+def frames_for(socket_id: str) -> Framing:
     """The framing of one connection's writer: each event its own text frame, all in one write.
+
+    It returns each frame's header and the event itself, so that the writer can
+    hand large events to the transport by reference (:func:`~server.writer.write_buffers`).
 
     Events that exclude this socket (and empty ones: pushes with no Pusher
     form) are dropped here, at flush time, so that fan-out calls the plain
@@ -51,7 +53,7 @@ def frames_for(socket_id: str) -> Callable[[list[bytes]], bytes]:
     """
     own = pp.EXCLUDE + socket_id.encode() + pp.EXCLUDE
 
-    def frames(pending: list[bytes]) -> bytes:
+    def frames(pending: list[bytes]) -> list[bytes]:
         parts: list[bytes] = []
         append = parts.append
         for payload in pending:
@@ -64,7 +66,7 @@ def frames_for(socket_id: str) -> Callable[[list[bytes]], bytes]:
             n = len(payload)
             append(_SHORT_HEADERS[n] if n < 126 else frame_header(OP_TEXT, n))
             append(payload)
-        return b"".join(parts)
+        return parts
 
     return frames
 
@@ -138,8 +140,10 @@ class PusherConnection(Connection):
             return True
         return False
 
-    def send_last(self, code: CloseCode, reason: str, reconnect_after: tuple[int, int] | None = None) -> None:
-        """``pusher:error`` with the Pusher close code, after what is queued; nothing after it.
+    def send_last(
+        self, code: CloseCode, reason: str, reconnect_after: tuple[int, int] | None = None, *, trailer: bytes = b""
+    ) -> None:
+        """``pusher:error`` with the Pusher close code, after what is queued; nothing after it but ``trailer``.
 
         Pusher's protocol has no reconnect hint: ``reconnect_after`` is not sent.
         """
@@ -147,8 +151,11 @@ class PusherConnection(Connection):
         if writer.closed:
             return
         writer.enqueue(pp.encode_push(pp.error(pp.close_code(int(code)), reason)))
-        writer.flush()
+        writer.flush(trailer, now=True)
         writer.closed = True
+
+    def _wire_close_code(self, code: CloseCode) -> int:
+        return pp.close_code(int(code))
 
     def heartbeat(self) -> None:
         """Nothing: aiohttp's own heartbeat pings Pusher clients (Pusher's ping/pong is its own protocol)."""

@@ -1,6 +1,9 @@
 """``GET /app/{key}?protocol=7&client=...&version=...``: the Pusher WebSocket shell.
 
-Origin is checked before the upgrade (403), as on ``/ws``. After it, a
+Origin is checked on every upgrade, as on ``/ws``, but a foreign one is
+refused the way Pusher servers do: upgraded, then ``pusher:error`` 4009 and a
+close, so that pusher-js stops instead of retrying an HTTP 403 forever.
+Nothing else is read or sent on such a connection. Likewise, a
 connection that cannot be served gets ``pusher:error`` and a close with
 Pusher's code: unknown app 4001, disabled app 4003, over the app's
 ``max_connections`` 4004, missing or unsupported protocol 4008/4007, a node
@@ -20,6 +23,7 @@ import time
 from aiohttp import WSMsgType, web
 
 from server.appkeys import NODE, PUSHER, SETTINGS
+from server.connection import State
 from server.errors import CloseCode, Disconnect, StagewireError
 from server.ops import logs
 from server.pusher import channels as handlers
@@ -35,8 +39,6 @@ async def pusher_websocket(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     node = request.app[NODE]
     svc = request.app[PUSHER]
-    if not origin_allowed(request, settings.server.allowed_origins):
-        raise web.HTTPForbidden(text="origin not allowed")
     ws = PusherWebSocket(heartbeat=settings.client.ping_interval,
                          max_msg_size=settings.client.max_message_size, compress=False)
     if not ws.can_prepare(request).ok:
@@ -45,6 +47,9 @@ async def pusher_websocket(request: web.Request) -> web.StreamResponse:
     transport = request.transport
     if transport is None:
         return ws
+    if not origin_allowed(request, settings.server.allowed_origins):
+        log.info("Pusher connection refused: origin %r not allowed", request.headers.get("Origin", "")[:200])
+        return await _refuse(ws, pp.UNAUTHORIZED, "Origin not allowed")
     app = svc.apps.by_key(request.match_info["key"])
     version = request.query.get("protocol", "")
     socket_id = new_socket_id()
@@ -73,6 +78,8 @@ async def pusher_websocket(request: web.Request) -> web.StreamResponse:
     conn.send(pp.connection_established(conn.socket_id, app.activity_timeout))
     try:
         async for msg in ws:
+            if conn.state is State.CLOSING:
+                continue  # the server closed it: nothing more is dispatched, the handler ends with the peer's close
             if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
                 await dispatch(svc, conn, msg.data)
             elif msg.type is WSMsgType.ERROR:

@@ -25,15 +25,14 @@ from server.sse import codec
 from server.writer import FlushScheduler, Writer
 
 
-def chunks(pending: list[bytes]) -> bytes:
+def chunks(pending: list[bytes]) -> list[bytes]:
     """One HTTP/1.1 chunk holding every pending event."""
-    body = b"".join(pending)
-    return f"{len(body):x}\r\n".encode() + body + b"\r\n"
+    return [f"{sum(map(len, pending)):x}\r\n".encode(), *pending, b"\r\n"]
 
 
-def unframed(pending: list[bytes]) -> bytes:
+def unframed(pending: list[bytes]) -> list[bytes]:
     """HTTP/1.0: the body is delimited by the end of the connection."""
-    return b"".join(pending)
+    return pending
 
 
 class StreamEnd:
@@ -85,10 +84,10 @@ class SseWriter(Writer):
         """One of the stream's own events, with the current position as its id."""
         super().enqueue(codec.event(event, data, codec.encode_id(self.positions)))
 
-    def flush(self) -> None:
+    def flush(self, trailer: bytes = b"", now: bool = False) -> None:
         if self._sse_transport.is_closing():
             self._on_lost()
-        super().flush()
+        super().flush(trailer, now)
 
 
 class SseConnection(Connection):
@@ -113,6 +112,11 @@ class SseConnection(Connection):
             transport, flusher, chunked=chunked, limit=settings.write_buffer_limit,
             on_overflow=self._slow, on_lost=end.done.set,
         )
+
+    def _start_close(self, code: CloseCode, reason: str) -> bytes:
+        """An event stream has no close frame: its handler ends the response."""
+        self.end.done.set()
+        return b""
 
     def heartbeat(self) -> None:
         """Nothing: an event stream cannot answer a ping; a dead reader is found when writing fails."""

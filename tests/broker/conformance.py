@@ -217,6 +217,22 @@ class BrokerConformance:
         pubs, _ = await broker.history(channel)
         assert [p.data for p in pubs] == [1, 2]
 
+    async def test_a_restore_to_a_position_passed_in_its_epoch_changes_nothing(self, node, channel):
+        """Two nodes restore one channel from the database; the one that read it earlier comes second."""
+        broker, _ = node
+        history = HistoryOptions(size=10, ttl=60)
+        await broker.restore_position(channel, StreamPosition(10, "durable-epoch"))
+        await broker.publish(channel, "eleventh", history=history, expected_offset=11)
+        await broker.restore_position(channel, StreamPosition(10, "durable-epoch"))
+        assert await broker.position(channel) == StreamPosition(11, "durable-epoch")
+        pubs, _ = await broker.history(channel)
+        assert [(p.offset, p.data) for p in pubs] == [(11, "eleventh")]
+        # Forward in the epoch, or into another one, it still restores.
+        await broker.restore_position(channel, StreamPosition(20, "durable-epoch"))
+        assert await broker.position(channel) == StreamPosition(20, "durable-epoch")
+        await broker.restore_position(channel, StreamPosition(5, "later-epoch"))
+        assert await broker.position(channel) == StreamPosition(5, "later-epoch")
+
     async def test_restore_position_sets_offset_and_epoch(self, node, channel):
         broker, _ = node
         await broker.publish(channel, "before")

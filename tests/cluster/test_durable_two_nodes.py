@@ -72,3 +72,23 @@ async def test_both_servers_store_durable_publications_while_redis_is_dead(tmp_p
             assert [p["data"] for p in reply["result"]["publications"]] == [2, 3, 4, 5]
         finally:
             await cluster.close()
+
+
+async def test_one_key_published_through_both_servers_at_once_is_stored_once(cluster, database_url):
+    """Both servers may find the key unused; the database keeps one row, and both answer with its offset."""
+    a, b = await cluster.pair(env={**DURABLE, "STAGEWIRE_DATABASE__URL": database_url})
+    alice, bob = await a.client("alice"), await b.client("bob")
+    watcher = await a.client("carol")
+    channel = "log:idem-race"
+    await watcher.result("subscribe", channel=channel)
+    for round_ in range(10):
+        key = f"k{round_}"
+        replies = await asyncio.gather(
+            alice.result("publish", channel=channel, data=key, idempotency_key=key),
+            bob.result("publish", channel=channel, data=key, idempotency_key=key),
+        )
+        assert replies[0]["offset"] == replies[1]["offset"] == round_ + 1, replies
+    # A key stored twice would have taken an offset of its own, and been delivered twice.
+    pushes = [await watcher.recv_push("pub", channel=channel) for _ in range(10)]
+    assert [(p["offset"], p["data"]) for p in pushes] == [(n + 1, f"k{n}") for n in range(10)]
+    await watcher.assert_quiet()

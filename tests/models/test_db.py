@@ -7,10 +7,13 @@ from pathlib import Path
 
 import pytest
 from tortoise import Tortoise
+from tortoise.exceptions import IntegrityError
 from tortoise.migrations.autodetector import MigrationAutodetector
+from tortoise.migrations.executor import MigrationExecutor, MigrationTarget
 
 from models import migrations
-from models.db import APP_LABEL, TORTOISE_ORM, close_db, database_url, init_db
+from models.db import APP_LABEL, CONNECTION, TORTOISE_ORM, close_db, database_url, init_db, tortoise_config
+from models.publication import PublicationRecord
 from models.user import User
 from server.config import Settings
 
@@ -74,5 +77,30 @@ async def test_models_and_migrations_agree() -> None:
         assert ctx.apps is not None
         writers = await MigrationAutodetector(ctx.apps, TORTOISE_ORM["apps"]).changes()
         assert [w.name for w in writers] == []
+    finally:
+        await close_db(ctx)
+
+
+async def test_the_unique_key_migration_keeps_the_first_row_of_a_key_stored_twice(database_url: str, tmp_path: Path) -> None:
+    """Rows stored before the constraint may share a key: the first keeps it, the migration goes through."""
+    settings = settings_with(database_url, str(tmp_path))
+    config = tortoise_config(settings)
+    ctx = await init_db(settings, migrate=False)
+    try:
+        await MigrationExecutor(ctx.db(CONNECTION), config["apps"]).migrate(
+            [MigrationTarget(APP_LABEL, "0005_webhooks")])
+        rows = [("log:a", 1, "k"), ("log:a", 2, "k"), ("log:b", 1, "k"), ("log:a", 3, None), ("log:a", 4, None)]
+        for channel, seq, key in rows:
+            await ctx.db(CONNECTION).execute_query(
+                "INSERT INTO publications (channel, epoch, seq, data, idempotency_key, created_at)"
+                f" VALUES ('{channel}', 'e', {seq}, '1', {'NULL' if key is None else repr(key)}, '2026-01-01 00:00:00')")
+    finally:
+        await close_db(ctx)
+    ctx = await init_db(settings)
+    try:
+        kept = await PublicationRecord.all().order_by("channel", "seq").values_list("channel", "seq", "idempotency_key")
+        assert kept == [("log:a", 1, "k"), ("log:a", 2, None), ("log:a", 3, None), ("log:a", 4, None), ("log:b", 1, "k")]
+        with pytest.raises(IntegrityError):
+            await PublicationRecord.create(channel="log:a", epoch="e", seq=5, data="1", idempotency_key="k")
     finally:
         await close_db(ctx)

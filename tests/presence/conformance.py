@@ -46,6 +46,23 @@ class PresenceConformance:
         assert await store.remove(tab2) is False  # already gone
         assert await store.users(channel) == {"bob": 1}
 
+    async def test_remove_many_reports_each_transition_as_removes_one_by_one(self, make_store, channel):
+        store = await make_store(30)
+        other = channel + "-other"
+        tabs = [PresenceEntry(channel, "c1", "alice"), PresenceEntry(channel, "c2", "alice"),
+                PresenceEntry(channel, "c3", "bob"), PresenceEntry(other, "c4", "alice")]
+        for entry in tabs:
+            await store.add(entry)
+        await store.add(PresenceEntry(channel, "c5", "carol", info='{"n": 1}'))
+        assert await store.remove_many([]) == []
+        # alice's first tab, her last one, bob's only one, one never added, one of another channel.
+        assert await store.remove_many([*tabs[:3], PresenceEntry(channel, "c9", "dave"), tabs[3]]) == [
+            False, True, True, False, True
+        ]
+        assert await store.users(channel) == {"carol": 1} and await store.users(other) == {}
+        assert await store.remove_many([PresenceEntry(channel, "c5", "carol")]) == [True]
+        assert await store.members(channel) == {}
+
     async def test_adding_the_same_client_twice_counts_it_once(self, make_store, channel):
         store = await make_store(30)
         entry = PresenceEntry(channel, "c1", "alice")

@@ -33,11 +33,14 @@ async def test_refusals_send_pusher_error_and_close_with_its_code(pusher_app, ke
     assert client.ws.close_code == code
 
 
-async def test_a_foreign_origin_is_refused_before_the_upgrade(pusher_app):
-    url = pusher_app.url.replace("http", "ws") + f"/app/{KEY}?protocol=7"
-    with pytest.raises(websockets.InvalidStatus) as info:
-        await websockets.connect(url, origin="https://evil.example")
-    assert info.value.response.status_code == 403
+async def test_a_foreign_origin_gets_pusher_error_4009_and_is_closed(pusher_app):
+    """As Pusher servers do: a close code that pusher-js does not retry, where an HTTP 403 makes it retry forever."""
+    client = await PusherClient.connect(pusher_app.url, origin="https://evil.example")
+    assert not client.socket_id
+    error = await client.expect("pusher:error")
+    assert error["data"] == {"code": 4009, "message": "Origin not allowed"}
+    await asyncio.wait_for(client.ws.wait_closed(), 5)
+    assert client.ws.close_code == 4009
 
 
 async def test_a_disabled_app_and_an_app_over_quota_are_refused(make_stagewire, tmp_path):

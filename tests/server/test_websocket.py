@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import msgpack
 import pytest
@@ -172,6 +173,14 @@ async def test_dead_peer_is_dropped_by_the_heartbeat(make_stagewire, tmp_path):
         await asyncio.sleep(0.05)
     assert not node.connections, "a peer that does not answer pings must be dropped"
     client.ws.transport.abort()
+
+
+async def test_the_kernel_holds_at_most_socket_unsent_limit_of_a_client(make_stagewire, tmp_path):
+    sw = await make_stagewire(make_settings(tmp_path, client={"socket_unsent_limit": 32768}))
+    await sw.client("alice")
+    (conn,) = sw.app[NODE].connections_of("alice")
+    sock = conn.writer._transport.get_extra_info("socket")
+    assert sock.getsockopt(socket.IPPROTO_TCP, getattr(socket, "TCP_NOTSENT_LOWAT", 25)) == 32768
 
 
 async def test_a_slow_client_with_a_backed_up_socket_is_aborted_at_once(make_stagewire, tmp_path):

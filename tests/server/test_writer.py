@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import socket
+import tracemalloc
 
-from server.writer import FlushScheduler, Writer, frame_header
+import pytest
+
+from server.writer import RECHECK_DELAY, SHARE_FROM, FlushScheduler, Writer, frame_header, limit_unsent
 
 
 class FakeTransport:
     def __init__(self) -> None:
         self.writes: list[bytes] = []
+        # The buffers of each writelines call, as given.
+        self.lines: list[tuple[bytes, ...]] = []
         self.buffered = 0
         self.closing = False
 
     def write(self, data: bytes) -> None:
         self.writes.append(data)
+
+    def writelines(self, buffers) -> None:
+        self.lines.append(tuple(buffers))
+        self.writes.append(b"".join(buffers))
 
     def get_write_buffer_size(self) -> int:
         return self.buffered
@@ -119,3 +130,139 @@ async def test_write_delay_gathers_messages_from_several_ticks_into_one_write():
     while not transport.writes and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.01)
     assert [parse_frame(w)[1] for w in transport.writes] == [b"1\n2"]
+
+
+async def test_large_payloads_are_written_by_reference_not_copied_per_subscriber():
+    # Two subscribers of one publication: each transport gets the frame header and
+    # the one encoded payload itself, so neither holds a copy of it.
+    payload = b'{"type":"pub","data":"' + b"x" * 16000 + b'"}'
+    (a, ta, _), (b, tb, _) = make(limit=1 << 20), make(limit=1 << 20)
+    a.enqueue(payload)
+    b.enqueue(payload)
+    await next_tick()
+    for transport in (ta, tb):
+        assert len(transport.writes) == 1 and len(transport.lines) == 1
+        header, body = transport.lines[0]
+        assert body is payload
+        assert parse_frame(transport.writes[0]) == (0x1, payload)
+
+
+async def test_several_large_messages_share_one_frame_with_their_separators():
+    writer, transport, _ = make(limit=1 << 20)
+    first, second = b"1" * SHARE_FROM, b"2" * SHARE_FROM
+    writer.enqueue(first)
+    writer.enqueue(second)
+    await next_tick()
+    (buffers,) = transport.lines
+    assert buffers[1] is first and buffers[3] is second
+    assert parse_frame(transport.writes[0]) == (0x1, first + b"\n" + second)
+
+
+async def test_small_messages_are_still_copied_into_one_write():
+    writer, transport, _ = make(limit=1 << 20)
+    writer.enqueue(b"x" * (SHARE_FROM - 1))
+    await next_tick()
+    assert transport.lines == [] and len(transport.writes) == 1
+
+
+async def test_a_backed_up_transport_is_given_nothing_more_until_it_drains():
+    writer, transport, overflows = make(limit=100_000)
+    transport.buffered = 10  # the peer has not taken the last write yet
+    writer.enqueue(b"a" * 2000)
+    await next_tick()
+    writer.enqueue(b"b" * 2000)
+    await asyncio.sleep(RECHECK_DELAY * 3)
+    assert transport.writes == [] and writer.buffered == 4010 and overflows == []
+    transport.buffered = 0  # drained: what waited goes out as one frame
+    deadline = asyncio.get_running_loop().time() + 2
+    while not transport.writes and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(RECHECK_DELAY)
+    assert [parse_frame(w)[1] for w in transport.writes] == [b"a" * 2000 + b"\n" + b"b" * 2000]
+
+
+async def test_a_held_writer_still_overflows_at_its_bound():
+    writer, transport, overflows = make(limit=10_000)
+    transport.buffered = 5_000
+    writer.enqueue(b"a" * 4_000)
+    await next_tick()
+    assert overflows == []
+    transport.buffered = 7_000  # the peer fell further behind
+    deadline = asyncio.get_running_loop().time() + 2
+    while not overflows and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(RECHECK_DELAY)
+    assert overflows == [1] and transport.writes == []
+
+
+async def test_flush_now_writes_even_behind_a_backlog():
+    # The last message of a closing connection (disconnect push) is not held.
+    writer, transport, _ = make()
+    transport.buffered = 10
+    writer.enqueue(b"bye")
+    writer.flush(now=True)
+    assert [parse_frame(w)[1] for w in transport.writes] == [b"bye"]
+
+
+def test_peers_that_stop_reading_cost_neither_copies_nor_kernel_megabytes():
+    """On real sockets (uvloop, as served): 20 peers that never read, 40 publications of 16 KB.
+
+    The kernel takes about ``limit_unsent`` of each (not megabytes, as loopback
+    would by default); the rest waits in the writers as references to the one
+    payload: far less memory than one copy per peer, and no object per flush.
+    """
+    uvloop = pytest.importorskip("uvloop")
+    peers, rounds, size, unsent = 20, 40, 16_000, 65_536
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        accepted: list[asyncio.Transport] = []
+
+        class Accept(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                accepted.append(transport)  # type: ignore[arg-type]
+
+        server = await loop.create_server(Accept, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        clients = []
+        for _ in range(peers):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            await loop.sock_connect(sock, ("127.0.0.1", port))
+            clients.append(sock)  # never read
+        while len(accepted) < peers:
+            await asyncio.sleep(0.01)
+        try:
+            flusher = FlushScheduler(loop)
+            overflows: list[int] = []
+            writers = []
+            for transport in accepted:
+                limit_unsent(transport, unsent)
+                writers.append(Writer(transport, flusher, binary=False, limit=1 << 20,
+                                      on_overflow=lambda: overflows.append(1)))
+            payload = b"x" * size
+            gc.collect()
+            objects = len(gc.get_objects())
+            tracemalloc.start()
+            try:
+                for _ in range(rounds):
+                    for writer in writers:
+                        writer.enqueue(payload)
+                    await asyncio.sleep(0.005)
+                allocated = tracemalloc.get_traced_memory()[0]
+            finally:
+                tracemalloc.stop()
+            assert overflows == []
+            for writer in writers:
+                # What the kernel took: the unsent limit, the peer's small window and one frame.
+                assert rounds * size - writer.buffered < unsent + 64 * 1024
+            assert allocated < peers * rounds * size / 20, "pending data must reference the payload, not copy it"
+            assert len(gc.get_objects()) - objects < peers * rounds // 4, "a backed-up peer must not cost objects per flush"
+        finally:
+            for transport in accepted:
+                transport.abort()
+            for sock in clients:
+                sock.close()
+            server.close()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(scenario())

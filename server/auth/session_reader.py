@@ -12,17 +12,32 @@ single query only. This is group commit, for reads.
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
-from models.user import AuthSession
+from models.user import AuthSession, User
 
 #: Ids per query; well under every database's limit of bound parameters.
 MAX_BATCH = 500
 
-_FIELDS = ("id", "user_id", "user__username", "user__role", "expires_at", "revoked_at")
+
+@functools.cache
+def _sql(dialect: str, count: int) -> str:
+    """The query for ``count`` ids in ``dialect``'s quoting and placeholders."""
+    q = "`" if dialect == "mysql" else '"'
+    if dialect == "postgres":
+        marks = ",".join(f"${i}" for i in range(1, count + 1))
+    else:
+        marks = ",".join(("%s" if dialect == "mysql" else "?",) * count)
+    sessions, users = AuthSession._meta.db_table, User._meta.db_table
+    return (
+        f"SELECT s.{q}id{q}, s.{q}user_id{q}, u.{q}username{q}, u.{q}role{q}, s.{q}expires_at{q}, "
+        f"s.{q}revoked_at{q} FROM {q}{sessions}{q} s JOIN {q}{users}{q} u ON u.{q}id{q} = s.{q}user_id{q} "
+        f"WHERE s.{q}id{q} IN ({marks})"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,12 +78,11 @@ class SessionReader:
                 batch = {session_id: self._waiting.pop(session_id) for session_id in ids}
                 try:
                     self.queries += 1
-                    rows = await AuthSession.filter(id__in=ids).values_list(*_FIELDS)
+                    found = {_uuid(row[0]): _row(row) for row in await _select(ids)}
                 except Exception as exc:
                     for futures in batch.values():
                         _settle(futures, exception=exc)
                     continue
-                found = {_uuid(row[0]): _row(row) for row in rows}
                 for session_id, futures in batch.items():
                     _settle(futures, found.get(session_id))
         finally:
@@ -89,11 +103,28 @@ def _settle(futures: list[asyncio.Future[SessionRow | None]], result: SessionRow
             future.set_result(result)
 
 
+async def _select(ids: list[uuid.UUID]) -> list[tuple[Any, ...]]:
+    connection = AuthSession._meta.db
+    dialect = connection.capabilities.dialect
+    # asyncpg binds a uuid column from UUID objects; SQLite and MySQL store the text.
+    values: list[Any] = ids if dialect == "postgres" else [str(i) for i in ids]
+    _, rows = await connection.execute_query(_sql(dialect, len(ids)), values)
+    # Rows come as tuples, records or (MySQL) dicts, their columns in the order selected.
+    return [tuple(row.values()) if isinstance(row, dict) else tuple(row) for row in rows]
+
+
 def _uuid(value: Any) -> uuid.UUID:
     return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
 
 
+def _timestamp(value: Any) -> float:
+    """Unix time of a stored datetime: ISO text (SQLite), or a datetime, naive meaning UTC (MySQL)."""
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
 def _row(row: tuple[Any, ...]) -> SessionRow:
     _, user_id, username, role, expires_at, revoked_at = row
-    expires: datetime = expires_at
-    return SessionRow(int(user_id), str(username), str(role), expires.timestamp(), revoked_at is not None)
+    return SessionRow(int(user_id), str(username), str(role), _timestamp(expires_at), revoked_at is not None)

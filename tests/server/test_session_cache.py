@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from typing import Any, Callable
 
 import pytest
@@ -162,3 +163,32 @@ async def test_concurrent_connects_missing_the_cache_read_their_sessions_in_one_
     identities = [r for r in results[1:] if not isinstance(r, BaseException)]
     assert [i.username for i in identities] == ["bob", "alice"] * 4 + ["bob"]
     assert len({i.session_id for i in identities}) == 9 and len(auth.sessions) == 9
+
+
+async def test_the_reader_returns_each_session_as_the_database_holds_it(auth: Authenticator,
+                                                                         clock: FakeClock) -> None:  # noqa: F811
+    await auth.register("alice", "pass-word-1")
+    token, _, _ = await auth.login("alice", "pass-word-1", None)
+    claims = auth.tokens.read(token)
+    session_id = uuid.UUID(claims.session_id)
+    stored = await AuthSession.get(id=session_id).prefetch_related("user")
+    row = await auth.reader.read(session_id)
+    assert row is not None
+    assert (row.user_id, row.username, row.role, row.revoked) == (stored.user.id, "alice", "user", False)
+    assert row.expires_at == pytest.approx(stored.expires_at.timestamp(), abs=1e-3)
+    assert row.expires_at == pytest.approx(clock.now + auth.settings.token_ttl, abs=1)
+    await AuthSession.filter(id=session_id).update(revoked_at=auth._at(0))
+    revoked = await auth.reader.read(session_id)
+    assert revoked is not None and revoked.revoked
+    assert await auth.reader.read(uuid.uuid4()) is None
+
+
+async def test_a_session_past_its_expiry_is_refused_when_read_from_the_database(
+        auth: Authenticator, clock: FakeClock) -> None:  # noqa: F811
+    await auth.register("alice", "pass-word-1")
+    token, _, _ = await auth.login("alice", "pass-word-1", None)
+    session_id = auth.tokens.read(token).session_id
+    await AuthSession.filter(id=session_id).update(expires_at=auth._at(-1))  # the token is still young
+    with pytest.raises(CommandError) as exc_info:
+        await auth.verify(token)
+    assert exc_info.value.code == ErrorCode.TOKEN_EXPIRED

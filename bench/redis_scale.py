@@ -7,8 +7,9 @@ and ``CLIENT KILL TYPE pubsub`` touches nobody else.
 ``scale``: for each N, three scenarios with fresh ``python -m server``
 processes, all with ``write_delay = 0``: the memory broker, 1 node + Redis,
 2 nodes + Redis (subscribers split). One publisher keeps 16 publishes in
-flight (one per frame, the next sent as each reply arrives) for a fixed time;
-then every delivery must arrive. Reported: deliveries/s, its ratio to the
+flight (one per frame, the next sent as each reply arrives) for a fixed time,
+from a process of its own (:mod:`bench.publisher`), so that its replies do not
+queue behind the subscribers' reads here; then every delivery must arrive. Reported: deliveries/s, its ratio to the
 memory broker and to one Redis node, server CPU per delivery, Redis CPU per
 publication, messages per frame.
 
@@ -35,9 +36,8 @@ import orjson
 from redis.asyncio import Redis
 
 from bench.fanout import CHANNEL, HOST, ServerProcess, connect_client, connect_many, free_port, get_token, own_cpu
+from bench.publisher import WINDOW, PublisherProcess, publish_window
 from bench.wsraw import RawWS
-
-WINDOW = 16  # publishes in flight
 BLIP_HISTORY = 100_000  # the stream must cover what pub/sub misses while it reconnects
 
 
@@ -113,28 +113,6 @@ async def tracking_client(port: int, token: str) -> TrackingWS:
     return ws
 
 
-async def publish_window(publisher: RawWS, seconds: float, ids: itertools.count, tops: list[int]) -> int:
-    """Keep ``WINDOW`` publishes in flight for ``seconds``; returns how many were acknowledged."""
-    loop = asyncio.get_running_loop()
-    stop = time.perf_counter() + seconds
-    done = 0
-
-    async def lane() -> None:
-        nonlocal done
-        while time.perf_counter() < stop:
-            i = next(ids)
-            future = loop.create_future()
-            publisher._waiters[i] = future
-            publisher.send_text(b'{"id":%d,"type":"publish","channel":"%s","data":%d}' % (i, CHANNEL.encode(), i))
-            reply = await future
-            if "result" in reply:
-                done += 1
-                tops.append(reply["result"]["offset"])
-
-    await asyncio.gather(*(lane() for _ in range(WINDOW)))
-    return done
-
-
 async def start_servers(tmp: str, count: int, env: dict[str, str]) -> list[ServerProcess]:
     servers = []
     for _ in range(count):  # one after the other: the first applies the migrations
@@ -166,16 +144,17 @@ async def scale_scenario(label: str, n: int, nodes: int, redis: PrivateRedis | N
         try:
             token = await get_token(servers[0].port, "bench")
             subs = await split_subscribers(servers, token, n)
-            publisher = await connect_client(servers[0].port, token)
-            warm = await publish_window(publisher, 0.5, itertools.count(10), [])  # warm-up
-            while sum(c.messages for c in subs) < warm * n + 2 * n:  # connect and subscribe replies too
-                await asyncio.sleep(0.01)
-            base_messages, base_frames = sum(c.messages for c in subs), sum(c.frames for c in subs)
-            cpu_server = sum(s.cpu_seconds() for s in servers)
-            cpu_redis = await redis.cpu() if redis else 0.0
-            cpu_self = own_cpu()
-            started = time.perf_counter()
-            published = await publish_window(publisher, seconds, itertools.count(1_000_000), [])
+            async with PublisherProcess(servers[0].port, token, CHANNEL, WINDOW) as publisher:
+                warm = (await publisher.run(0.5))["published"]  # warm-up
+                while sum(c.messages for c in subs) < warm * n + 2 * n:  # connect and subscribe replies too
+                    await asyncio.sleep(0.01)
+                base_messages, base_frames = sum(c.messages for c in subs), sum(c.frames for c in subs)
+                cpu_server = sum(s.cpu_seconds() for s in servers)
+                cpu_redis = await redis.cpu() if redis else 0.0
+                cpu_self = own_cpu()
+                started = time.perf_counter()
+                run = await publisher.run(seconds)
+            published = run["published"]
             deadline = time.perf_counter() + 60
             while sum(c.messages for c in subs) - base_messages < published * n and time.perf_counter() < deadline:
                 await asyncio.sleep(0.005)
@@ -191,12 +170,13 @@ async def scale_scenario(label: str, n: int, nodes: int, redis: PrivateRedis | N
                 "closed": sum(1 for c in subs if c.closed.done()),
                 # Cores the load generator used: near 1, it (not the server) is the limit.
                 "loadgen_cores": round((own_cpu() - cpu_self) / elapsed, 2),
+                "publisher_cores": round(run["cpu_s"] / elapsed, 2),
                 "server_cores": round(server_cpu / elapsed, 2),
             }
             if redis is not None:
                 result["redis_cpu_us_per_publication"] = round(
                     (await redis.cpu() - cpu_redis) / max(1, published) * 1e6, 1)
-            for c in (*subs, publisher):
+            for c in subs:
                 if c.transport:
                     c.transport.close()
             return result
@@ -233,7 +213,7 @@ async def blip(n: int, seconds: float, kill_after: float) -> dict:
                 subs: list[TrackingWS] = await split_subscribers(servers, token, n, tracking=True)
                 publisher = await connect_client(servers[0].port, token)
                 tops: list[int] = []
-                run = asyncio.create_task(publish_window(publisher, seconds, itertools.count(100), tops))
+                run = asyncio.create_task(publish_window(publisher, CHANNEL, seconds, WINDOW, itertools.count(100), tops))
                 await asyncio.sleep(kill_after)
                 watch = max(tops)  # published (acknowledged) before the kill
                 for c in subs:

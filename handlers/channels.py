@@ -99,7 +99,7 @@ async def publish(ctx: Context, params: PublishParams) -> Pipelined:
             node.events.client_published(conn, channel, position, data)
         return channels.publish_result(position)
 
-    # Tasks start in the order they are created, and a publish takes its place
-    # in the channel's order before it first suspends (see Stream): so a later
-    # command's publish cannot overtake this one. Its reply keeps command order.
-    return Pipelined(node.spawn(publish_and_tell()))
+    # Run as a task of its own, started in command order; a publish takes its
+    # place in the channel's order before it first suspends (see Stream), so a
+    # later command's publish cannot overtake this one. Its reply keeps command order.
+    return Pipelined(publish_and_tell())

@@ -125,6 +125,11 @@ class Connection:
         self._counters.messages_out += 1
         self.writer.enqueue(protocol.encode(message, self.encoding))
 
+    def send_reply(self, message: Mapping[str, Any]) -> None:
+        """Like :meth:`send`, for a command's reply: flushed ahead of fan-out (``Writer.enqueue_first``)."""
+        self._counters.messages_out += 1
+        self.writer.enqueue_first(protocol.encode(message, self.encoding))
+
     def send_encoded(self, payload: bytes) -> None:
         """Queue a message already encoded in this connection's encoding."""
         self._counters.messages_out += 1

@@ -8,11 +8,15 @@ Anything else it raises is logged and answered with a generic INTERNAL error:
 a client never sees a traceback.
 
 The commands of one connection run one after another, with one exception: a
-handler may return :class:`Pipelined`, a task already under way (``publish``
-does, once the broker has the publication queued). The next command then runs
-at once instead of waiting for that task's round trip; the replies still go
-out in the order the commands came (:class:`ReplyOrder`), and any command that
-is not pipelined waits until every earlier reply is queued.
+handler may return :class:`Pipelined`, the rest of its work as a coroutine
+(``publish`` does, after its checks). That coroutine runs as one task, which
+also queues the reply, and the next command runs at once instead of waiting
+for its round trip; the replies still go out in the order the commands came
+(:class:`ReplyOrder`), and any command that is not pipelined waits until every
+earlier reply is queued.
+
+Replies are queued with ``Connection.send_reply``: a connection with a reply
+is written before the connections that only have fan-out in the same flush.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import asyncio
 import collections
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Generic, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, Generic, Mapping, TypeVar
 
 import pydantic
 
@@ -62,15 +66,19 @@ class ReplyOrder:
         # Made by the first pipelined command: most connections never send one.
         self._outstanding: collections.deque[asyncio.Future[None]] | None = None
 
-    async def add(self, ctx: Context, command: protocol.Command, task: Awaitable[Any]) -> None:
-        """Queue the reply of ``command`` once ``task`` is done and every earlier reply is queued."""
+    async def add(self, ctx: Context, command: protocol.Command, work: Coroutine[Any, Any, Any]) -> None:
+        """Start ``work`` as a task that queues the reply of ``command`` once every earlier one is queued."""
         outstanding = self._outstanding
         if outstanding is None:
             outstanding = self._outstanding = collections.deque()
-        while len(outstanding) >= MAX_PIPELINED:
-            await asyncio.wait([outstanding[0]])
+        try:
+            while len(outstanding) >= MAX_PIPELINED:
+                await asyncio.wait([outstanding[0]])
+        except BaseException:
+            work.close()  # the connection went away before the command started
+            raise
         before = outstanding[-1] if outstanding else None
-        done = ctx.node.spawn(_reply_when_done(ctx, command, task, before))
+        done = ctx.node.spawn(_reply_when_done(ctx, command, work, before))
         outstanding.append(done)
         done.add_done_callback(lambda _: outstanding.remove(done))
 
@@ -110,14 +118,15 @@ class Reply:
 
 @dataclass(frozen=True, slots=True)
 class Pipelined:
-    """A handler result whose work is under way: the reply is the task's result, when it is done.
+    """A handler result whose work is still to run: the reply is the coroutine's result.
 
-    The task must already hold its place (a publish queued in the broker), so
-    that commands after it cannot overtake it; the dispatcher runs the next
-    command without waiting for it.
+    The dispatcher starts ``work`` as a task and runs the next command without
+    waiting for it. Tasks start in the order they are made, so ``work`` must
+    take its place (a publish queued in its channel's stream) before it first
+    suspends: then commands after it cannot overtake it.
     """
 
-    task: Awaitable[Any]
+    work: Coroutine[Any, Any, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +149,7 @@ async def dispatch_frame(ctx: Context, data: str | bytes, table: HandlerTable) -
     try:
         messages = protocol.decode_frame(data, ctx.conn.encoding)
     except ProtocolError as exc:
-        ctx.conn.send(protocol.error_reply(None, exc))
+        ctx.conn.send_reply(protocol.error_reply(None, exc))
         return
     await run_messages(ctx, messages, table)
 
@@ -154,7 +163,7 @@ async def run_messages(ctx: Context, messages: list[Any], table: HandlerTable) -
         try:
             command = protocol.parse_command(message)
         except ProtocolError as exc:
-            conn.send(protocol.error_reply(exc.command_id, exc))
+            conn.send_reply(protocol.error_reply(exc.command_id, exc))
             continue
         await run_command(ctx, command, table)
 
@@ -171,7 +180,7 @@ async def run_command(ctx: Context, command: protocol.Command, table: HandlerTab
             await ctx.replies.drain()
         result = await _call(ctx, command, table)
         if isinstance(result, Pipelined):
-            await ctx.replies.add(ctx, command, result.task)
+            await ctx.replies.add(ctx, command, result.work)
             return
     except Disconnect:
         raise
@@ -185,7 +194,7 @@ async def run_command(ctx: Context, command: protocol.Command, table: HandlerTab
         logs.request_id.reset(request)
     if command.type in PIPELINABLE:
         await ctx.replies.drain()  # refused at once: still answered after the earlier ones
-    ctx.conn.send(reply)
+    ctx.conn.send_reply(reply)
     if after is not None:
         after()
 
@@ -196,10 +205,10 @@ PIPELINABLE = frozenset({"publish"})
 
 
 async def _reply_when_done(
-    ctx: Context, command: protocol.Command, task: Awaitable[Any], before: asyncio.Future[None] | None
+    ctx: Context, command: protocol.Command, work: Awaitable[Any], before: asyncio.Future[None] | None
 ) -> None:
     try:
-        reply = protocol.reply(command.id, await task)
+        reply = protocol.reply(command.id, await work)
     except Exception as exc:
         reply = _error_reply(ctx, command, exc)
     if before is not None and not before.done():
@@ -207,7 +216,7 @@ async def _reply_when_done(
         # pipelined replies would leave one per tick, and so would the next
         # commands of a client that waits for them.
         await asyncio.wait([before])
-    ctx.conn.send(reply)
+    ctx.conn.send_reply(reply)
 
 
 def _error_reply(ctx: Context, command: protocol.Command, exc: Exception) -> dict[str, Any]:

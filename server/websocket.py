@@ -231,7 +231,7 @@ async def _handshake(
             command_id = exc.command_id
         ctx.node.counters.command_errors += 1
         log.info("connect refused: %s", exc.message, extra={"error": int(exc.code), "remote": conn.remote})
-        conn.send(protocol.error_reply(command_id, exc))
+        conn.send_reply(protocol.error_reply(command_id, exc))
         if exc.code is ErrorCode.TOKEN_EXPIRED:
             raise Disconnect(CloseCode.TOKEN_EXPIRED, "token expired") from None
         if exc.code is ErrorCode.UNAUTHORIZED:
@@ -254,7 +254,7 @@ async def _handshake(
     activate = None
     if connected.channels:
         result["subscriptions"], activate = await server_subscribe(ctx.node, conn, connected.channels)
-    conn.send(protocol.reply(command.id, result))
+    conn.send_reply(protocol.reply(command.id, result))
     if activate is not None:
         activate()
     # Commands sent in the same frame as connect run right after it.

@@ -113,12 +113,18 @@ class FlushScheduler:
     A writer whose transport still holds data (its peer is behind) keeps its
     messages instead of writing them, and is :meth:`held`: flushed again every
     ``RECHECK_DELAY`` until the transport has drained or the writer overflows.
+
+    Writers marked with :meth:`mark_first` (a command's reply) are flushed
+    before the others of the same flush: a publisher waiting for its reply
+    does not wait behind the writes of a fan-out to thousands of subscribers,
+    and can send its next publication while they are being written.
     """
 
-    __slots__ = ("_loop", "_dirty", "_scheduled", "_delay", "_held", "_recheck_scheduled")
+    __slots__ = ("_loop", "_first", "_dirty", "_scheduled", "_delay", "_held", "_recheck_scheduled")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, delay: float = 0.0) -> None:
         self._loop = loop
+        self._first: list[Writer] = []
         self._dirty: list[Writer] = []
         self._scheduled = False
         self._delay = delay
@@ -128,14 +134,27 @@ class FlushScheduler:
     def mark(self, writer: Writer) -> None:
         self._dirty.append(writer)
         if not self._scheduled:
-            self._scheduled = True
-            if self._delay > 0:
-                self._loop.call_later(self._delay, self._run)
-            else:
-                self._loop.call_soon(self._run)
+            self._schedule()
+
+    def mark_first(self, writer: Writer) -> None:
+        """Like :meth:`mark`, with ``writer`` flushed ahead of the writers marked with ``mark``."""
+        self._first.append(writer)
+        if not self._scheduled:
+            self._schedule()
+
+    def _schedule(self) -> None:
+        self._scheduled = True
+        if self._delay > 0:
+            self._loop.call_later(self._delay, self._run)
+        else:
+            self._loop.call_soon(self._run)
 
     def _run(self) -> None:
         self._scheduled = False
+        if self._first:
+            first, self._first = self._first, []
+            for writer in first:
+                writer.flush()
         dirty, self._dirty = self._dirty, []
         for writer in dirty:
             writer.flush()
@@ -227,6 +246,17 @@ class Writer:
         elif not self._marked:
             self._marked = True
             self._scheduler.mark(self)
+
+    def enqueue_first(self, payload: bytes) -> None:
+        """Queue one message, flushed ahead of the plain :meth:`enqueue` writers (a reply).
+
+        A writer already marked keeps its place: a writer is in one of the
+        scheduler's lists at a time, so it is never flushed (or held) twice.
+        """
+        if not self._marked and not self.closed:
+            self._marked = True
+            self._scheduler.mark_first(self)
+        self.enqueue(payload)
 
     def flush(self, trailer: bytes = b"", now: bool = False) -> None:
         """Write everything pending as one frame, with one ``write`` (or ``writelines``).

@@ -14,12 +14,16 @@ has confirmed the channel, so a publication made after that is delivered.
 Messages of a channel are delivered only while it is held: an unsubscribe takes
 effect at once, even before Redis confirms it.
 
-Batched delivery: the read loop hands every message already read from the
-socket to ``on_message`` before it waits for more, and reading what is
-buffered never yields to the event loop. The connection writers flush once the
-loop runs again (:class:`~server.writer.FlushScheduler`), so a burst that Redis
-sent in one go (a pipeline of publishes, say) reaches each client as one frame
-in one write, even with ``write_delay = 0``.
+Batched delivery: the read loop collects every message already read from the
+socket before it waits for more (reading what is buffered never yields to the
+event loop), and hands them to ``on_message`` together, in order, from one
+callback of the next loop iteration. The connection writers flush after that
+(:class:`~server.writer.FlushScheduler`), so a burst that Redis sent in one go
+(a pipeline of publishes, say) reaches each client as one frame in one write,
+even with ``write_delay = 0``. Leaving the fan-out to the next iteration lets
+what else became ready in this one go first: the replies to the publishes, read
+on the command connection, reach their publisher before the fan-out's writes,
+so it can send its next publications while the node writes to its subscribers.
 """
 
 from __future__ import annotations
@@ -109,6 +113,7 @@ class PubSubShard:
         self._unconfirmed: set[bytes] = set()  # resubscribed after a connect, not confirmed yet
         self._gap: set[bytes] = set()
         self._outbox = asyncio.Event()
+        self._received: list[tuple[bytes, Any]] = []  # (channel, payload) read, not yet delivered
         self._task: asyncio.Task[None] | None = None
         self.healthy = False
         self.settled = asyncio.Event()  # set once the first connection attempt is over
@@ -129,6 +134,7 @@ class PubSubShard:
             if not task.cancelled() and task.exception() is not None:
                 log.error("Redis pub/sub %s ended with an error", self._label, exc_info=task.exception())
         self.healthy = False
+        self._received.clear()
         self._fail_waiters("broker closed")
 
     def hold(self, name: bytes, key: Hashable) -> None:
@@ -247,14 +253,13 @@ class PubSubShard:
 
     def _dispatch(self, kind: bytes, name: bytes, payload: Any) -> None:
         if kind == self._mode.message:
-            key = self._held.get(name)
-            if key is None:
-                return  # a late message of a channel being unsubscribed
-            try:
-                self._on_message(key, payload)
-            except Exception:
-                log.exception("Redis pub/sub %s: cannot deliver a message of %r", self._label, name)
-        elif kind == self._mode.subscribed:
+            if name in self._held:
+                if not self._received:
+                    asyncio.get_running_loop().call_soon(self._deliver)
+                self._received.append((name, payload))
+            return  # else a late message of a channel being unsubscribed
+        self._deliver()  # what came before a confirmation is delivered before it takes effect
+        if kind == self._mode.subscribed:
             for waiter in self._waiters.pop(name, ()):
                 if not waiter.done():
                     waiter.set_result(None)
@@ -264,6 +269,19 @@ class PubSubShard:
                 self._unconfirmed.discard(name)
                 if not self._unconfirmed:
                     self._recovered()
+
+    def _deliver(self) -> None:
+        """Hand every message read so far to ``on_message``, in order, for channels still held."""
+        received, self._received = self._received, []
+        held, on_message = self._held, self._on_message
+        for name, payload in received:
+            key = held.get(name)
+            if key is None:
+                continue  # unsubscribed meanwhile: an unsubscribe takes effect at once
+            try:
+                on_message(key, payload)
+            except Exception:
+                log.exception("Redis pub/sub %s: cannot deliver a message of %r", self._label, name)
 
     def _recovered(self) -> None:
         """Everything held is subscribed again: report the gap, then be healthy."""

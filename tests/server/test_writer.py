@@ -266,3 +266,26 @@ def test_peers_that_stop_reading_cost_neither_copies_nor_kernel_megabytes():
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(scenario())
+
+
+async def test_a_reply_is_written_before_the_fan_out_of_the_same_flush():
+    scheduler = FlushScheduler(asyncio.get_running_loop())
+    order: list[str] = []
+
+    class Recording(FakeTransport):
+        def __init__(self, name: str) -> None:
+            super().__init__()
+            self.name = name
+
+        def write(self, data: bytes) -> None:
+            order.append(self.name)
+
+    writers = {name: Writer(Recording(name), scheduler, binary=False, limit=1000, on_overflow=lambda: None)
+               for name in ("sub1", "sub2", "publisher", "both")}
+    writers["sub1"].enqueue(b'{"pub":1}')
+    writers["sub2"].enqueue(b'{"pub":1}')
+    writers["both"].enqueue(b'{"pub":1}')
+    writers["publisher"].enqueue_first(b'{"id":1,"result":{}}')
+    writers["both"].enqueue_first(b'{"id":2,"result":{}}')  # already marked: keeps its place, written once
+    await next_tick()
+    assert order == ["publisher", "sub1", "sub2", "both"]

@@ -8,7 +8,11 @@ makes the broker calls and rolls back on failure.
 
 ``broadcast`` is the fan-out: encode once per encoding, hand the bytes to
 every subscriber's writer, await nobody. Subscribers are kept grouped by
-encoding, so the loop over them has no branch: one call per subscriber.
+encoding, so the loop over them has no branch: per subscriber, one call of
+its writer's ``append`` (a list's own ``append``: no Python frame, no
+bookkeeping). Each group is then handed to ``touched`` once, which has its
+writers flushed (``FlushScheduler.mark_group``); a subscriber that leaves a
+group before that flush asks for its own (``Output.schedule``).
 
 A new subscription starts *pending*: while the node reads the channel's
 position or history from the broker, messages for that subscriber are
@@ -20,7 +24,7 @@ the subscription live.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Generic, Iterator, Mapping, Protocol, TypeVar
+from typing import Any, Callable, Collection, Generic, Iterator, Mapping, Protocol, TypeVar
 
 from server import protocol
 from server.protocol import Encoding
@@ -29,7 +33,13 @@ from server.protocol import Encoding
 class Output(Protocol):
     """Where a subscriber's encoded messages go (a :class:`~server.writer.Writer`)."""
 
-    def enqueue(self, payload: bytes) -> None: ...
+    @property
+    def append(self) -> Callable[[bytes], None]:
+        """Queues one payload, to be flushed when its group is (``touched``)."""
+        ...
+
+    def schedule(self) -> None:
+        """Flush on its own whatever ``append`` queued: it left its group."""
 
 
 class Subscriber(Protocol):
@@ -51,14 +61,24 @@ Enqueue = Callable[[bytes], None]
 S = TypeVar("S", bound=Subscriber)
 
 
+def _untouched(group: Collection[Any]) -> None:
+    pass
+
+
 class Hub(Generic[S]):
-    """Channel → local subscribers, pending and live."""
+    """Channel → local subscribers, pending and live.
 
-    __slots__ = ("_live", "_pending")
+    Args:
+        touched: called with each group of subscribers (a collection of them)
+            that ``broadcast`` appended to, so that their writers get flushed.
+    """
 
-    def __init__(self) -> None:
-        # channel → encoding → subscriber → its writer's enqueue (bound once, called per message)
+    __slots__ = ("_live", "_pending", "_touched")
+
+    def __init__(self, touched: Callable[[Collection[S]], None] = _untouched) -> None:
+        # channel → encoding → subscriber → its writer's append (bound once, called per message)
         self._live: dict[str, dict[Encoding, dict[S, Enqueue]]] = {}
+        self._touched = touched
         # channel → subscriber → messages held back until activate
         self._pending: dict[str, dict[S, list[Mapping[str, Any]]]] = {}
 
@@ -89,7 +109,7 @@ class Hub(Generic[S]):
                 continue
             sub.send(message)
         groups = self._live.setdefault(channel, {})
-        groups.setdefault(sub.encoding, {})[sub] = sub.writer.enqueue
+        groups.setdefault(sub.encoding, {})[sub] = sub.writer.append
 
     def remove(self, sub: S, channel: str) -> bool:
         """Remove one subscription; True when ``channel`` has no local subscriber left."""
@@ -103,7 +123,8 @@ class Hub(Generic[S]):
         if groups is not None:
             members = groups.get(sub.encoding)
             if members is not None:
-                members.pop(sub, None)
+                if members.pop(sub, None) is not None:
+                    sub.writer.schedule()  # what it was sent before leaving still goes out
                 if not members:
                     del groups[sub.encoding]
             if not groups:
@@ -128,10 +149,12 @@ class Hub(Generic[S]):
         if not groups:
             return 0
         count = 0
+        touched = self._touched
         for encoding, members in groups.items():
             payload = protocol.encode(message, encoding)
-            for enqueue in members.values():
-                enqueue(payload)
+            for append in members.values():
+                append(payload)
+            touched(members)
             count += len(members)
         return count
 

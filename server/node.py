@@ -78,9 +78,9 @@ class Node:
         self.id = secrets.token_hex(6)
         self.settings = settings
         self.broker = broker
-        self.hub: Hub[Connection] = Hub()
-        self.durable = DurableLog(broker, max_batch=settings.database.group_commit_max)
         self.flusher = FlushScheduler(asyncio.get_running_loop(), settings.client.write_delay)
+        self.hub: Hub[Connection] = Hub(self.flusher.mark_group)
+        self.durable = DurableLog(broker, max_batch=settings.database.group_commit_max)
         self.expiries = Expiries(asyncio.get_running_loop())
         self.counters = Counters()
         self.publish_latency = LatencyHistogram()

@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-from typing import Callable, Sequence
+from typing import Callable, Collection, Protocol, Sequence
 
 OP_TEXT = 0x1
 OP_BINARY = 0x2
@@ -92,6 +92,13 @@ def write_buffers(transport: asyncio.WriteTransport, buffers: Sequence[bytes]) -
         transport.write(b"".join(buffers))
 
 
+class HasWriter(Protocol):
+    """A member of a fan-out group: a connection, with its writer."""
+
+    @property
+    def writer(self) -> Writer: ...
+
+
 #: Seconds between two looks at the writers whose transport was backed up.
 RECHECK_DELAY = 0.01
 
@@ -118,14 +125,20 @@ class FlushScheduler:
     before the others of the same flush: a publisher waiting for its reply
     does not wait behind the writes of a fan-out to thousands of subscribers,
     and can send its next publication while they are being written.
+
+    Fan-out does not mark its writers one by one: :meth:`mark_group` takes the
+    subscribers a publication was appended to (a channel's subscribers of one
+    encoding), once per flush however many publications they got, and the
+    flush walks them.
     """
 
-    __slots__ = ("_loop", "_first", "_dirty", "_scheduled", "_delay", "_held", "_recheck_scheduled")
+    __slots__ = ("_loop", "_first", "_dirty", "_groups", "_scheduled", "_delay", "_held", "_recheck_scheduled")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, delay: float = 0.0) -> None:
         self._loop = loop
         self._first: list[Writer] = []
         self._dirty: list[Writer] = []
+        self._groups: dict[int, Collection[HasWriter]] = {}  # by id: each group once per flush
         self._scheduled = False
         self._delay = delay
         self._held: list[Writer] = []
@@ -135,6 +148,18 @@ class FlushScheduler:
         self._dirty.append(writer)
         if not self._scheduled:
             self._schedule()
+
+    def mark_group(self, group: Collection[HasWriter]) -> None:
+        """Flush the writers of ``group`` (appended to through their ``append``) with the next flush.
+
+        ``group`` is walked at flush time, as it is then: a member that leaves
+        it before must be flushed on its own (:meth:`Writer.schedule`).
+        """
+        key = id(group)
+        if key not in self._groups:
+            self._groups[key] = group
+            if not self._scheduled:
+                self._schedule()
 
     def mark_first(self, writer: Writer) -> None:
         """Like :meth:`mark`, with ``writer`` flushed ahead of the writers marked with ``mark``."""
@@ -158,6 +183,12 @@ class FlushScheduler:
         dirty, self._dirty = self._dirty, []
         for writer in dirty:
             writer.flush()
+        if self._groups:
+            groups, self._groups = self._groups, {}
+            for group in groups.values():
+                # A copy: a flush may overflow, and the connection leave the group.
+                for member in list(group):
+                    member.writer.flush()
 
     def hold(self, writer: Writer) -> None:
         """Flush ``writer`` again after ``RECHECK_DELAY``: its transport is backed up."""
@@ -170,6 +201,7 @@ class FlushScheduler:
         self._recheck_scheduled = False
         held, self._held = self._held, []
         for writer in held:
+            writer._holding = False
             writer.flush()
 
 
@@ -194,6 +226,8 @@ class Writer:
         "_pending",
         "_pending_bytes",
         "_marked",
+        "_holding",
+        "append",
         "_limit",
         "_opcode",
         "_short",
@@ -215,9 +249,15 @@ class Writer:
     ) -> None:
         self._transport = transport
         self._scheduler = scheduler
+        # Only ever cleared, never replaced: ``append`` is bound to it.
         self._pending: list[bytes] = []
-        self._pending_bytes = 0
+        self._pending_bytes = 0  # of what enqueue queued; a flush counts everything
         self._marked = False
+        self._holding = False
+        #: Fan-out's way in: queues one payload without marking the writer, at
+        #: the cost of one C call (the caller has the writer flushed with
+        #: ``FlushScheduler.mark_group``). Checked against the bound at flush.
+        self.append: Callable[[bytes], None] = self._pending.append
         self._limit = limit
         self._opcode = OP_BINARY if binary else OP_TEXT
         self._short = _SHORT[self._opcode]
@@ -232,7 +272,7 @@ class Writer:
     @property
     def buffered(self) -> int:
         """Bytes queued here and not yet taken by the peer."""
-        return self._pending_bytes + self._transport.get_write_buffer_size()
+        return sum(map(len, self._pending)) + self._transport.get_write_buffer_size()
 
     def enqueue(self, payload: bytes) -> None:
         """Queue one encoded message; it goes out with the next flush."""
@@ -258,6 +298,12 @@ class Writer:
             self._scheduler.mark_first(self)
         self.enqueue(payload)
 
+    def schedule(self) -> None:
+        """Flush with the next flush if anything is pending (it left a group it was appended to through)."""
+        if self._pending and not self._marked and not self.closed:
+            self._marked = True
+            self._scheduler.mark(self)
+
     def flush(self, trailer: bytes = b"", now: bool = False) -> None:
         """Write everything pending as one frame, with one ``write`` (or ``writelines``).
 
@@ -270,9 +316,14 @@ class Writer:
 
         ``trailer`` (a close frame) goes out in the same write, after the frame.
         """
+        if self._holding and not now:
+            return  # the recheck flushes it
         self._marked = False
         pending = self._pending
-        if not pending or self.closed:
+        if not pending:
+            return
+        if self.closed:
+            pending.clear()  # appended to by a fan-out before the hub let go of it
             return
         transport = self._transport
         if transport.is_closing():
@@ -280,24 +331,25 @@ class Writer:
             self.closed = True
             return
         backlog = transport.get_write_buffer_size()
-        if backlog + self._pending_bytes > self._limit:
+        size = sum(map(len, pending))
+        if backlog + size > self._limit:
             self._overflow()
             return
         if backlog and not now:
             # Marked while held: enqueue leaves the next flush to the recheck.
-            self._marked = True
+            self._marked = self._holding = True
             self._scheduler.hold(self)
             return
-        size = self._pending_bytes
-        self._pending = []
         self._pending_bytes = 0
         if self._framing is not None:
-            framed = self._framing(pending)
+            framed = self._framing(pending[:])
+            pending.clear()
             write_buffers(transport, [*framed, trailer] if trailer else framed)
             return
         count = len(pending)
         if size < SHARE_FROM * count:
             payload = pending[0] if count == 1 else self._separator.join(pending)
+            pending.clear()
             n = len(payload)
             if n < 126:
                 transport.write(self._short[n] + payload + trailer)
@@ -312,7 +364,9 @@ class Writer:
         n = size + len(separator) * (count - 1)
         header = _MEDIUM(0x80 | self._opcode, 126, n) if n < 65536 else frame_header(self._opcode, n)
         if count == 1:
-            transport.writelines((header, pending[0], trailer) if trailer else (header, pending[0]))
+            first = pending[0]
+            pending.clear()
+            transport.writelines((header, first, trailer) if trailer else (header, first))
             return
         buffers = [header, pending[0]]
         append = buffers.append
@@ -320,13 +374,14 @@ class Writer:
             if separator:
                 append(separator)
             append(payload)
+        pending.clear()
         if trailer:
             append(trailer)
         transport.writelines(buffers)
 
     def discard(self) -> None:
         """Drop everything pending (a slow client will not get it anyway)."""
-        self._pending = []
+        self._pending.clear()
         self._pending_bytes = 0
 
     def detach(self) -> None:

@@ -49,7 +49,7 @@ def frames_for(socket_id: str) -> Framing:
 
     Events that exclude this socket (and empty ones: pushes with no Pusher
     form) are dropped here, at flush time, so that fan-out calls the plain
-    ``Writer.enqueue`` for Pusher subscribers too.
+    ``Writer.append`` for Pusher subscribers too.
     """
     own = pp.EXCLUDE + socket_id.encode() + pp.EXCLUDE
 

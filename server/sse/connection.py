@@ -68,6 +68,7 @@ class SseWriter(Writer):
         self.positions: dict[str, tuple[int, str]] = {}
         self._sse_transport = transport
         self._on_lost = on_lost
+        self.append = self.enqueue  # each publication gets this stream's id line
 
     def enqueue(self, payload: bytes) -> None:
         if not payload:

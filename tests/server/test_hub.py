@@ -17,9 +17,14 @@ class RecordingWriter:
 
     def __init__(self) -> None:
         self.payloads: list[bytes] = []
+        self.append = self.payloads.append
+        self.scheduled = 0
 
     def enqueue(self, payload: bytes) -> None:
         self.payloads.append(payload)
+
+    def schedule(self) -> None:
+        self.scheduled += 1
 
     @property
     def queued_bytes(self) -> int:
@@ -148,3 +153,15 @@ def test_counts_per_channel_cover_both_encodings():
         live(hub, Sub(encoding))
     assert dict(hub.channels()) == {"chat:a": 3}
     assert len(hub.subscribers("chat:a")) == 3
+
+
+def test_each_group_a_broadcast_reached_is_handed_over_for_flushing_and_a_leaver_flushes_alone():
+    touched: list[list[Sub]] = []
+    hub: Hub[Sub] = Hub(lambda group: touched.append(list(group)))
+    a, b, c = Sub(), Sub(), Sub(Encoding.MSGPACK)
+    for sub in (a, b, c):
+        live(hub, sub)
+    hub.broadcast("chat:a", pub(1))
+    assert touched == [[a, b], [c]], "one hand-over per encoding group, not per subscriber"
+    hub.remove(a, "chat:a")
+    assert a.writer.scheduled == 1 and b.writer.scheduled == 0

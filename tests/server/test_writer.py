@@ -51,15 +51,13 @@ def parse_frame(data: bytes) -> tuple[int, bytes]:
 
 
 def make(limit: int = 1000, binary: bool = False, delay: float = 0.0):
+    return make_on(FlushScheduler(asyncio.get_running_loop(), delay), limit, binary)
+
+
+def make_on(scheduler: FlushScheduler, limit: int = 1000, binary: bool = False):
     transport = FakeTransport()
     overflows: list[int] = []
-    writer = Writer(
-        transport,
-        FlushScheduler(asyncio.get_running_loop(), delay),
-        binary=binary,
-        limit=limit,
-        on_overflow=lambda: overflows.append(1),
-    )
+    writer = Writer(transport, scheduler, binary=binary, limit=limit, on_overflow=lambda: overflows.append(1))
     return writer, transport, overflows
 
 
@@ -289,3 +287,50 @@ async def test_a_reply_is_written_before_the_fan_out_of_the_same_flush():
     writers["both"].enqueue_first(b'{"id":2,"result":{}}')  # already marked: keeps its place, written once
     await next_tick()
     assert order == ["publisher", "sub1", "sub2", "both"]
+
+
+class Member:
+    def __init__(self, writer: Writer) -> None:
+        self.writer = writer
+
+
+async def test_a_fan_out_group_is_flushed_once_per_tick_as_one_frame_per_writer():
+    scheduler = FlushScheduler(asyncio.get_running_loop())
+    pairs = [make_on(scheduler) for _ in range(3)]
+    group = {Member(writer): writer.append for writer, _, _ in pairs}
+    for payload in (b'{"n":1}', b'{"n":2}'):
+        for append in group.values():
+            append(payload)
+        scheduler.mark_group(group)
+    await next_tick()
+    for _, transport, _ in pairs:
+        assert [parse_frame(w)[1] for w in transport.writes] == [b'{"n":1}\n{"n":2}']
+
+
+async def test_what_a_group_appended_counts_against_the_bound_at_the_flush():
+    scheduler = FlushScheduler(asyncio.get_running_loop())
+    writer, transport, overflows = make_on(scheduler, limit=100)
+    group = {Member(writer): writer.append}
+    for _ in range(3):
+        writer.append(b"x" * 40)
+    scheduler.mark_group(group)
+    await next_tick()
+    assert overflows == [1] and transport.writes == []
+
+
+async def test_a_held_writer_in_a_busy_group_waits_for_its_recheck_and_then_writes_once():
+    scheduler = FlushScheduler(asyncio.get_running_loop())
+    writer, transport, overflows = make_on(scheduler, limit=100_000)
+    group = {Member(writer): writer.append}
+    transport.buffered = 10
+    for i in range(5):  # a publication per tick while the peer is behind
+        writer.append(b"%d" % i)
+        scheduler.mark_group(group)
+        await next_tick()
+    assert transport.writes == [] and writer.buffered == 15
+    transport.buffered = 0
+    deadline = asyncio.get_running_loop().time() + 2
+    while not transport.writes and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(RECHECK_DELAY)
+    await asyncio.sleep(RECHECK_DELAY * 2)
+    assert [parse_frame(w)[1] for w in transport.writes] == [b"0\n1\n2\n3\n4"] and overflows == []

@@ -389,11 +389,13 @@ class Writer:
 
         The callback is usually a method of the writer's owner, which holds the
         writer: dropped, the two are freed by reference counting as soon as the
-        owner goes, instead of waiting for the cycle collector.
+        owner goes, instead of waiting for the cycle collector. So is
+        ``append`` where it is a method of the writer itself (SSE).
         """
         self.discard()
         self.closed = True
         self._on_overflow = _nothing
+        self.append = _ignore
 
     def _overflow(self) -> None:
         self.discard()
@@ -401,4 +403,8 @@ class Writer:
 
 
 def _nothing() -> None:
+    pass
+
+
+def _ignore(payload: bytes) -> None:
     pass

@@ -10,10 +10,13 @@ stagewire, bare, stagewire, ...) so that both see the same machine:
 
 * ``stagewire``: ``python -m server`` on embedded defaults (memory broker,
   SQLite in a temporary directory). Every client has its own login session,
-  so each connect checks a different session. ``cold`` rounds run against a
-  freshly started server, which has never seen the sessions (a restart, or a
-  client moving to another node); ``warm`` rounds reconnect the same sessions
-  to the same server (its session cache knows them).
+  so each connect checks a different session. ``restart`` rounds run against
+  a freshly started server, which filled its session cache from the database
+  as it started (``[auth] session_cache_preload``, on by default): the clients
+  of a restart. ``cold`` rounds run against a freshly started server without
+  that, which has never seen the sessions: a client moving to another node,
+  one that was already running when the client logged in. ``warm`` rounds
+  reconnect the same sessions to the same server (its session cache knows them).
 * ``bare``: the reference prototype ``python -m bench.bare_server``, no auth.
 
 With ``--log-connections``, each round also has a warm round of a server with
@@ -233,7 +236,8 @@ async def measure(server: Proc, tokens: list[str], inflight: int) -> dict[str, f
 
 
 async def run(clients: int, inflight: int, rounds: int, warm: int, log_connections: bool = False) -> dict:
-    results: dict[str, list[dict[str, float]]] = {"bare": [], "stagewire_cold": [], "stagewire_warm": []}
+    results: dict[str, list[dict[str, float]]] = {
+        "bare": [], "stagewire_restart": [], "stagewire_cold": [], "stagewire_warm": []}
     if log_connections:
         results["stagewire_warm_logged"] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -251,7 +255,16 @@ async def run(clients: int, inflight: int, rounds: int, warm: int, log_connectio
                 try:
                     tokens = await login_sessions(server.port, clients)
                     await server.stop()  # forget the sessions the logins cached
-                    await server.start()
+                    await server.start()  # and read them back as it starts
+                    results["stagewire_restart"].append(await measure(server, tokens, inflight))
+                    print(f"round {round_ + 1} stagewire restart: {results['stagewire_restart'][-1]}",
+                          file=sys.stderr)
+                    await server.stop()
+                finally:
+                    await server.stop()
+                server = stagewire(tmp, server.port, STAGEWIRE_AUTH__SESSION_CACHE_PRELOAD="false")
+                await server.start()
+                try:
                     results["stagewire_cold"].append(await measure(server, tokens, inflight))
                     print(f"round {round_ + 1} stagewire cold: {results['stagewire_cold'][-1]}", file=sys.stderr)
                     for _ in range(warm):

@@ -166,11 +166,19 @@ async def node_ctx(app: web.Application) -> AsyncIterator[None]:
     else:
         raise ValueError(f"unknown broker backend {backend!r} (memory or redis)")
     node = Node(settings, broker, presence, app[AUTHORIZER_TABLE])
-    app[AUTH].sessions.follow(node)
+    auth = app[AUTH]
+    auth.sessions.follow(node)
     try:
         await node.start()
         app[NODE] = node
-        log.info("node %s started with the %s broker", node.id, backend)
+        # After node.start: revocations already reach the cache while it fills.
+        try:
+            preloaded = await auth.preload()
+        except Exception:
+            log.warning("could not preload the session cache; connects will read the database",
+                        exc_info=True)
+            preloaded = 0
+        log.info("node %s started with the %s broker (%d sessions preloaded)", node.id, backend, preloaded)
         yield
     finally:
         await node.close()

@@ -94,6 +94,9 @@ class AuthSettings:
     # Valid sessions a node remembers, so a connect reads no database (server/auth/session_cache.py).
     session_cache_size: int = 100_000  # 0: ask the database on every connect
     session_cache_ttl: float = 60.0  # seconds; the worst-case staleness of a revocation (docs/scaling.md)
+    # Fill the cache with the newest valid sessions when the node starts, before it is ready,
+    # so that the clients of a restart reconnect without a database read.
+    session_cache_preload: bool = True
     # argon2id cost (RFC 9106's second recommendation); tests lower them.
     password_time_cost: int = 3
     password_memory_cost: int = 65536  # KiB

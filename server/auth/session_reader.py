@@ -7,6 +7,9 @@ reads that wait while a query is in flight are sent together as the next one,
 ``WHERE id IN (...)`` with at most :data:`MAX_BATCH` ids, selecting plain
 values: the batch grows with the load, and a lone connect still waits for a
 single query only. This is group commit, for reads.
+
+:func:`newest` reads the newest sessions that are not revoked, for a node
+that starts to fill its cache with (``Authenticator.preload``).
 """
 
 from __future__ import annotations
@@ -24,20 +27,29 @@ from models.user import AuthSession, User
 MAX_BATCH = 500
 
 
+def _quote(dialect: str) -> str:
+    return "`" if dialect == "mysql" else '"'
+
+
+def _select_sql(dialect: str) -> str:
+    """``SELECT`` of a session's row and its user's columns, without a condition."""
+    q = _quote(dialect)
+    sessions, users = AuthSession._meta.db_table, User._meta.db_table
+    return (
+        f"SELECT s.{q}id{q}, s.{q}user_id{q}, u.{q}username{q}, u.{q}role{q}, s.{q}expires_at{q}, "
+        f"s.{q}revoked_at{q} FROM {q}{sessions}{q} s JOIN {q}{users}{q} u ON u.{q}id{q} = s.{q}user_id{q}"
+    )
+
+
 @functools.cache
 def _sql(dialect: str, count: int) -> str:
     """The query for ``count`` ids in ``dialect``'s quoting and placeholders."""
-    q = "`" if dialect == "mysql" else '"'
     if dialect == "postgres":
         marks = ",".join(f"${i}" for i in range(1, count + 1))
     else:
         marks = ",".join(("%s" if dialect == "mysql" else "?",) * count)
-    sessions, users = AuthSession._meta.db_table, User._meta.db_table
-    return (
-        f"SELECT s.{q}id{q}, s.{q}user_id{q}, u.{q}username{q}, u.{q}role{q}, s.{q}expires_at{q}, "
-        f"s.{q}revoked_at{q} FROM {q}{sessions}{q} s JOIN {q}{users}{q} u ON u.{q}id{q} = s.{q}user_id{q} "
-        f"WHERE s.{q}id{q} IN ({marks})"
-    )
+    q = _quote(dialect)
+    return f"{_select_sql(dialect)} WHERE s.{q}id{q} IN ({marks})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,14 +115,29 @@ def _settle(futures: list[asyncio.Future[SessionRow | None]], result: SessionRow
             future.set_result(result)
 
 
+async def newest(limit: int) -> list[tuple[str, SessionRow]]:
+    """Up to ``limit`` sessions not revoked, latest expiry first (expired ones included: the caller checks)."""
+    connection = AuthSession._meta.db
+    dialect = connection.capabilities.dialect
+    q = _quote(dialect)
+    sql = (f"{_select_sql(dialect)} WHERE s.{q}revoked_at{q} IS NULL "
+           f"ORDER BY s.{q}expires_at{q} DESC LIMIT {int(limit)}")
+    _, rows = await connection.execute_query(sql)
+    return [(str(_uuid(row[0])), _row(row)) for row in map(_tuple, rows)]
+
+
 async def _select(ids: list[uuid.UUID]) -> list[tuple[Any, ...]]:
     connection = AuthSession._meta.db
     dialect = connection.capabilities.dialect
     # asyncpg binds a uuid column from UUID objects; SQLite and MySQL store the text.
     values: list[Any] = ids if dialect == "postgres" else [str(i) for i in ids]
     _, rows = await connection.execute_query(_sql(dialect, len(ids)), values)
+    return [_tuple(row) for row in rows]
+
+
+def _tuple(row: Any) -> tuple[Any, ...]:
     # Rows come as tuples, records or (MySQL) dicts, their columns in the order selected.
-    return [tuple(row.values()) if isinstance(row, dict) else tuple(row) for row in rows]
+    return tuple(row.values()) if isinstance(row, dict) else tuple(row)
 
 
 def _uuid(value: Any) -> uuid.UUID:

@@ -35,6 +35,7 @@ from server.errors import CommandError, ErrorCode
 from server.auth.limiter import LoginLimiter, MemoryLoginLimiter, TooManyAttempts
 from server.auth.passwords import Passwords, is_common
 from server.auth.session_cache import SessionCache
+from server.auth import session_reader
 from server.auth.session_reader import SessionReader
 from server.auth.tokens import TokenClaims, TokenSigner, load_secrets
 
@@ -237,6 +238,28 @@ class Authenticator:
         canonical = str(session_id)
         self.sessions.put(canonical, row.user_id, row.username, role, row.expires_at, generation)
         return Identity(row.user_id, row.username, role, canonical, claims.expires_at)
+
+    async def preload(self) -> int:
+        """Fill the session cache with the newest valid sessions; returns how many it took.
+
+        For a node that starts: the clients of a restart reconnect without a
+        database read. One query, at most ``session_cache_size`` rows. A
+        revocation that arrives meanwhile makes the cache refuse the whole
+        answer (its generation moved on); those connects read the database.
+        """
+        cache = self.sessions
+        if not (cache.size and cache.ttl and self.settings.session_cache_preload):
+            return 0
+        generation = cache.generation
+        now = self._clock()
+        taken = 0
+        for session_id, row in reversed(await session_reader.newest(cache.size)):
+            if row.expires_at <= now:
+                continue
+            role = Role.ADMIN.value if row.username in self._admins else row.role
+            cache.put(session_id, row.user_id, row.username, role, row.expires_at, generation)
+            taken += 1
+        return taken if cache.generation == generation else 0
 
     def role_of(self, user: User) -> str:
         """The user's role, "admin" also for names listed in ``auth.admins``."""

@@ -10,6 +10,7 @@ from typing import Any, Callable
 import pytest
 
 from models.user import AuthSession
+from server.auth import session_reader
 from server.auth.session_cache import SessionCache
 from server.auth.sessions import Authenticator
 from server.config import Settings
@@ -192,3 +193,58 @@ async def test_a_session_past_its_expiry_is_refused_when_read_from_the_database(
     with pytest.raises(CommandError) as exc_info:
         await auth.verify(token)
     assert exc_info.value.code == ErrorCode.TOKEN_EXPIRED
+
+
+# --- a starting node fills the cache ------------------------------------------------------
+
+
+async def test_preload_takes_the_valid_sessions_so_their_connects_read_no_database(
+        auth: Authenticator, clock: FakeClock) -> None:  # noqa: F811
+    await auth.register("alice", "pass-word-1")
+    tokens = [(await auth.login("alice", "pass-word-1", None))[0] for _ in range(4)]
+    revoked, expired = (auth.tokens.read(t).session_id for t in tokens[:2])
+    await AuthSession.filter(id=revoked).update(revoked_at=auth._at(0))
+    await AuthSession.filter(id=expired).update(expires_at=auth._at(-1))
+    auth.sessions.clear()  # a node that just started
+    assert await auth.preload() == 2
+    before = auth.reader.queries
+    identities = [await auth.verify(t) for t in tokens[2:]]
+    assert auth.reader.queries == before, "answered from the preloaded cache"
+    assert [i.username for i in identities] == ["alice", "alice"]
+    for token, code in ((tokens[0], ErrorCode.UNAUTHORIZED), (tokens[1], ErrorCode.TOKEN_EXPIRED)):
+        with pytest.raises(CommandError) as exc_info:
+            await auth.verify(token)  # not preloaded: read, and refused
+        assert exc_info.value.code == code
+    assert auth.reader.queries > before
+
+
+async def test_preload_keeps_the_newest_sessions_when_there_are_more_than_the_cache_holds(
+        db: Settings, clock: FakeClock) -> None:  # noqa: F811
+    auth = Authenticator(db.replace(auth={**CHEAP_HASHING, "session_cache_size": 2}).auth, [SECRET], clock=clock)
+    await auth.register("alice", "pass-word-1")
+    tokens = []
+    for _ in range(3):
+        tokens.append((await auth.login("alice", "pass-word-1", None))[0])
+        clock.advance(10)  # each session expires later than the one before
+    auth.sessions.clear()
+    assert await auth.preload() == 2 and len(auth.sessions) == 2
+    assert auth.sessions.get(auth.tokens.read(tokens[0]).session_id) is None
+    assert all(auth.sessions.get(auth.tokens.read(t).session_id) for t in tokens[1:])
+
+
+async def test_preload_off_or_a_revocation_meanwhile_leaves_the_cache_empty(
+        db: Settings, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    off = Authenticator(db.replace(auth={**CHEAP_HASHING, "session_cache_preload": False}).auth, [SECRET], clock=clock)
+    await off.register("alice", "pass-word-1")
+    await off.login("alice", "pass-word-1", None)
+    assert await off.preload() == 0 and len(off.sessions) == 0
+    auth = Authenticator(db.replace(auth=CHEAP_HASHING).auth, [SECRET], clock=clock)
+    newest = session_reader.newest
+
+    async def revoked_while_reading(limit: int) -> Any:
+        rows = await newest(limit)
+        auth.sessions.revoke_session("another")  # a logout's control message arrives
+        return rows
+
+    monkeypatch.setattr(session_reader, "newest", revoked_while_reading)
+    assert await auth.preload() == 0 and len(auth.sessions) == 0

@@ -85,8 +85,8 @@ class Node:
         self.counters = Counters()
         self.publish_latency = LatencyHistogram()
         self.connections: dict[str, Connection] = {}
-        self._by_user: dict[str, set[Connection]] = {}
-        self._by_session: dict[str, set[Connection]] = {}
+        self._by_user: ConnectionIndex = ConnectionIndex()
+        self._by_session: ConnectionIndex = ConnectionIndex()
         # Channels the broker delivers to this node, and a lock per channel while
         # a subscribe or unsubscribe of it is in flight.
         self._held: set[str] = set()
@@ -199,11 +199,11 @@ class Node:
         """Give a connection its identity (on connect or refresh) and index it by user and session."""
         old = conn.identity
         if old is not None:
-            _discard(self._by_user, old.username, conn)
-            _discard(self._by_session, old.session_id, conn)
+            self._by_user.discard(old.username, conn)
+            self._by_session.discard(old.session_id, conn)
         conn.authenticate(identity)
-        self._by_user.setdefault(identity.username, set()).add(conn)
-        self._by_session.setdefault(identity.session_id, set()).add(conn)
+        self._by_user.add(identity.username, conn)
+        self._by_session.add(identity.session_id, conn)
         if old is None:
             self.events.connected(conn)
 
@@ -213,8 +213,8 @@ class Node:
         conn.detach()
         identity = conn.identity
         if identity is not None:
-            _discard(self._by_user, identity.username, conn)
-            _discard(self._by_session, identity.session_id, conn)
+            self._by_user.discard(identity.username, conn)
+            self._by_session.discard(identity.session_id, conn)
         subscribed = list(conn.subscriptions)
         for channel in self.hub.remove_all(conn):
             self.spawn(self._release_quietly(channel))
@@ -226,7 +226,7 @@ class Node:
 
     def connections_of(self, username: str) -> set[Connection]:
         """This node's connections of ``username``."""
-        return set(self._by_user.get(username, ()))
+        return self._by_user.get(username)
 
     def user_count(self) -> int:
         """Distinct users with a connection on this node."""
@@ -476,12 +476,12 @@ class Node:
     def _disconnect(self, message: dict[str, Any]) -> None:
         reason = str(message.get("reason") or "disconnected")
         if "session" in message:
-            targets = self._by_session.get(message["session"], set())
+            targets = self._by_session.get(str(message["session"]))
             code = CloseCode.SESSION_REVOKED
         else:
-            targets = self._by_user.get(message.get("user", ""), set())
+            targets = self._by_user.get(str(message.get("user", "")))
             code = CloseCode.FORCE_DISCONNECT
-        for conn in list(targets):
+        for conn in targets:
             conn.close(code, reason)
 
     def on_gap(self, channels_: Sequence[str]) -> None:
@@ -553,9 +553,44 @@ def _contiguous(pubs: list[Publication], after: int, count: int) -> bool:
     return len(pubs) == count and all(p.offset == after + i + 1 for i, p in enumerate(pubs))
 
 
-def _discard(index: dict[str, set[Connection]], key: str, conn: Connection) -> None:
-    conns = index.get(key)
-    if conns is not None:
-        conns.discard(conn)
-        if not conns:
-            del index[key]
+class ConnectionIndex:
+    """Key (a user, a session) → this node's connections with it.
+
+    Most keys have one connection: it is kept as it is, and a set (216 bytes
+    even for one member) is made only for a second one.
+    """
+
+    __slots__ = ("_map",)
+
+    def __init__(self) -> None:
+        self._map: dict[str, Connection | set[Connection]] = {}
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+    def add(self, key: str, conn: Connection) -> None:
+        current = self._map.get(key)
+        if current is None:
+            self._map[key] = conn
+        elif isinstance(current, set):
+            current.add(conn)
+        elif current is not conn:
+            self._map[key] = {current, conn}
+
+    def discard(self, key: str, conn: Connection) -> None:
+        current = self._map.get(key)
+        if current is conn:
+            del self._map[key]
+        elif isinstance(current, set):
+            current.discard(conn)
+            if len(current) == 1:
+                self._map[key] = next(iter(current))
+            elif not current:
+                del self._map[key]
+
+    def get(self, key: str) -> set[Connection]:
+        """A copy: the caller may close them as it goes."""
+        current = self._map.get(key)
+        if current is None:
+            return set()
+        return set(current) if isinstance(current, set) else {current}

@@ -279,7 +279,10 @@ class Connection:
         queue overflowed, in one burst), the client is told why, as by
         :meth:`close`. Otherwise the transport holds data that the peer is not
         reading, and a ``disconnect`` push or a close frame would only wait
-        behind it: the transport is aborted instead, which frees it now.
+        behind it: the transport is aborted instead, within a few loop
+        iterations (at most ``ABORTS_PER_TICK`` connections per iteration, so a
+        thousand cut off together do not stall everyone else at once); what
+        Stagewire itself queued is dropped now.
         """
         if self._transport.get_write_buffer_size() == 0:
             self.close(code, reason)
@@ -287,7 +290,8 @@ class Connection:
         if self.state is not State.CLOSING:
             self.state = State.CLOSING
             self.closed_with = (int(code), reason)
-        self.abort()
+        self._cancel_expiry()
+        self.writer.cut_off()
 
     def abort(self) -> None:
         """Drop the connection now: no close handshake, nothing more is written."""

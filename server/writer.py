@@ -29,6 +29,7 @@ kernel of every publication until its socket buffer is full.
 from __future__ import annotations
 
 import asyncio
+import collections
 import socket
 import struct
 from typing import Callable, Collection, Protocol, Sequence
@@ -102,6 +103,9 @@ class HasWriter(Protocol):
 #: Seconds between two looks at the writers whose transport was backed up.
 RECHECK_DELAY = 0.01
 
+#: Slow clients' transports aborted per loop iteration at most (each teardown costs tens of µs).
+ABORTS_PER_TICK = 50
+
 
 def close_frame(code: int, reason: bytes) -> bytes:
     """A server's close frame: ``code`` and ``reason`` (at most 123 bytes, as RFC 6455 allows)."""
@@ -130,9 +134,15 @@ class FlushScheduler:
     subscribers a publication was appended to (a channel's subscribers of one
     encoding), once per flush however many publications they got, and the
     flush walks them.
+
+    Transports cut off for being slow are aborted at most :data:`ABORTS_PER_TICK`
+    per loop iteration (:meth:`abort_soon`): a flood that overflows a thousand
+    slow clients at once would otherwise tear all of them down in one
+    iteration, and every other client would wait for that.
     """
 
-    __slots__ = ("_loop", "_first", "_dirty", "_groups", "_scheduled", "_delay", "_held", "_recheck_scheduled")
+    __slots__ = ("_loop", "_first", "_dirty", "_groups", "_scheduled", "_delay", "_held", "_recheck_scheduled",
+                 "_aborts")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, delay: float = 0.0) -> None:
         self._loop = loop
@@ -143,6 +153,7 @@ class FlushScheduler:
         self._delay = delay
         self._held: list[Writer] = []
         self._recheck_scheduled = False
+        self._aborts: collections.deque[asyncio.WriteTransport] = collections.deque()
 
     def mark(self, writer: Writer) -> None:
         self._dirty.append(writer)
@@ -196,6 +207,19 @@ class FlushScheduler:
         if not self._recheck_scheduled:
             self._recheck_scheduled = True
             self._loop.call_later(RECHECK_DELAY, self._recheck)
+
+    def abort_soon(self, transport: asyncio.WriteTransport) -> None:
+        """Abort ``transport`` in this or a later loop iteration, ``ABORTS_PER_TICK`` at a time."""
+        self._aborts.append(transport)
+        if len(self._aborts) == 1:
+            self._loop.call_soon(self._abort_some)
+
+    def _abort_some(self) -> None:
+        aborts = self._aborts
+        for _ in range(min(ABORTS_PER_TICK, len(aborts))):
+            aborts.popleft().abort()
+        if aborts:
+            self._loop.call_soon(self._abort_some)
 
     def _recheck(self) -> None:
         self._recheck_scheduled = False
@@ -378,6 +402,17 @@ class Writer:
         if trailer:
             append(trailer)
         transport.writelines(buffers)
+
+    def cut_off(self) -> None:
+        """Close for good now and drop what is pending; the transport is aborted soon after.
+
+        Nothing more is queued or written from here; the transport, with
+        whatever the peer left unread in it, goes within a few loop
+        iterations (:meth:`FlushScheduler.abort_soon`).
+        """
+        self.discard()
+        self.closed = True
+        self._scheduler.abort_soon(self._transport)
 
     def discard(self) -> None:
         """Drop everything pending (a slow client will not get it anyway)."""

@@ -9,7 +9,9 @@ import tracemalloc
 
 import pytest
 
-from server.writer import RECHECK_DELAY, SHARE_FROM, FlushScheduler, Writer, frame_header, limit_unsent
+from server.writer import (
+    ABORTS_PER_TICK, RECHECK_DELAY, SHARE_FROM, FlushScheduler, Writer, frame_header, limit_unsent,
+)
 
 
 class FakeTransport:
@@ -334,3 +336,26 @@ async def test_a_held_writer_in_a_busy_group_waits_for_its_recheck_and_then_writ
         await asyncio.sleep(RECHECK_DELAY)
     await asyncio.sleep(RECHECK_DELAY * 2)
     assert [parse_frame(w)[1] for w in transport.writes] == [b"0\n1\n2\n3\n4"] and overflows == []
+
+
+async def test_slow_clients_cut_off_together_are_aborted_a_batch_per_loop_iteration():
+    scheduler = FlushScheduler(asyncio.get_running_loop())
+
+    class Abortable(FakeTransport):
+        aborted = False
+
+        def abort(self) -> None:
+            self.aborted = True
+
+    pairs = [(Writer(t, scheduler, binary=False, limit=100, on_overflow=lambda: None), t)
+             for t in (Abortable() for _ in range(2 * ABORTS_PER_TICK + 1))]
+    for writer, _ in pairs:
+        writer.enqueue(b"x" * 50)
+        writer.cut_off()
+        assert writer.closed and writer.buffered == 0, "its own queue is dropped at once"
+    aborted = []
+    for _ in range(3):
+        await next_tick()
+        aborted.append(sum(t.aborted for _, t in pairs))
+    assert aborted == [ABORTS_PER_TICK, 2 * ABORTS_PER_TICK, 2 * ABORTS_PER_TICK + 1]
+    assert all(t.writes == [] for _, t in pairs)

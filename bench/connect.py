@@ -247,7 +247,8 @@ async def run(clients: int, inflight: int, rounds: int, warm: int, log_connectio
             for round_ in range(rounds):
                 results["bare"].append(await measure(reference, ["bare"] * clients, inflight))
                 print(f"round {round_ + 1} bare: {results['bare'][-1]}", file=sys.stderr)
-                # A fresh server each round: its cache is as empty as after a restart.
+                # Fresh servers each round: a restart (its cache filled as it starts), then one
+                # with the preload off, whose cache is empty.
                 for name in ("bench.sqlite3", "secret"):
                     Path(tmp, name).unlink(missing_ok=True)
                 server = stagewire(tmp)
@@ -259,7 +260,6 @@ async def run(clients: int, inflight: int, rounds: int, warm: int, log_connectio
                     results["stagewire_restart"].append(await measure(server, tokens, inflight))
                     print(f"round {round_ + 1} stagewire restart: {results['stagewire_restart'][-1]}",
                           file=sys.stderr)
-                    await server.stop()
                 finally:
                     await server.stop()
                 server = stagewire(tmp, server.port, STAGEWIRE_AUTH__SESSION_CACHE_PRELOAD="false")

@@ -70,9 +70,9 @@ async def measure(server: ServerProcess, publisher: RawWS, flooder: RawWS, subs:
                   args: argparse.Namespace) -> dict:
     """p50/p99 of ``subs`` at ``args.rate`` while the flood runs, without this process's collector.
 
-    The generator holds a thousand clients too: one full collection here took
-    about 50 ms, which every sample taken meanwhile would count as the
-    server's latency. So its objects are frozen and its collector is off
+    The generator holds a thousand clients too: a full collection here takes
+    tens of milliseconds, which every sample taken meanwhile would count as
+    the server's latency. So its objects are frozen and its collector is off
     while it measures, in both phases alike.
     """
     gc.collect()

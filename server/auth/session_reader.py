@@ -8,6 +8,10 @@ reads that wait while a query is in flight are sent together as the next one,
 values: the batch grows with the load, and a lone connect still waits for a
 single query only. This is group commit, for reads.
 
+The query is plain SQL, made once per dialect and batch size and handed to
+the driver: building it through the ORM's query builder, and its rows
+through the model's fields, cost several times the query itself.
+
 :func:`newest` reads the newest sessions that are not revoked, for a node
 that starts to fill its cache with (``Authenticator.preload``).
 """

@@ -76,7 +76,7 @@ class ClientSettings:
     connect_timeout: float = 10.0
     max_message_size: int = 65536
     write_buffer_limit: int = 1_048_576
-    socket_unsent_limit: int = 65536
+    socket_unsent_limit: int = 16384
     write_delay: float = 0.0
     command_rate: float = 100.0
     command_burst: int = 200

@@ -104,7 +104,7 @@ class HasWriter(Protocol):
 RECHECK_DELAY = 0.01
 
 #: Slow clients' transports aborted per loop iteration at most (each teardown costs tens of µs).
-ABORTS_PER_TICK = 50
+ABORTS_PER_TICK = 10
 
 
 def close_frame(code: int, reason: bytes) -> bytes:
@@ -251,6 +251,8 @@ class Writer:
         "_pending_bytes",
         "_marked",
         "_holding",
+        "_counted",
+        "_counted_bytes",
         "append",
         "_limit",
         "_opcode",
@@ -278,6 +280,10 @@ class Writer:
         self._pending_bytes = 0  # of what enqueue queued; a flush counts everything
         self._marked = False
         self._holding = False
+        # While held: how many of the pending messages were counted, and their bytes
+        # (a recheck counts only what came since).
+        self._counted = 0
+        self._counted_bytes = 0
         #: Fan-out's way in: queues one payload without marking the writer, at
         #: the cost of one C call (the caller has the writer flushed with
         #: ``FlushScheduler.mark_group``). Checked against the bound at flush.
@@ -355,22 +361,29 @@ class Writer:
             self.closed = True
             return
         backlog = transport.get_write_buffer_size()
-        size = sum(map(len, pending))
+        counted = self._counted
+        count = len(pending)
+        if counted:
+            # Held before: only what was queued since is counted again.
+            size = self._counted_bytes + (sum(map(len, pending[counted:])) if count > counted else 0)
+        else:
+            size = sum(map(len, pending))
         if backlog + size > self._limit:
             self._overflow()
             return
         if backlog and not now:
             # Marked while held: enqueue leaves the next flush to the recheck.
             self._marked = self._holding = True
+            self._counted = count
+            self._counted_bytes = size
             self._scheduler.hold(self)
             return
-        self._pending_bytes = 0
+        self._pending_bytes = self._counted = 0
         if self._framing is not None:
             framed = self._framing(pending[:])
             pending.clear()
             write_buffers(transport, [*framed, trailer] if trailer else framed)
             return
-        count = len(pending)
         if size < SHARE_FROM * count:
             payload = pending[0] if count == 1 else self._separator.join(pending)
             pending.clear()
@@ -417,7 +430,7 @@ class Writer:
     def discard(self) -> None:
         """Drop everything pending (a slow client will not get it anyway)."""
         self._pending.clear()
-        self._pending_bytes = 0
+        self._pending_bytes = self._counted = 0
 
     def detach(self) -> None:
         """Close for good and drop what is pending and the overflow callback.

@@ -359,3 +359,30 @@ async def test_slow_clients_cut_off_together_are_aborted_a_batch_per_loop_iterat
         aborted.append(sum(t.aborted for _, t in pairs))
     assert aborted == [ABORTS_PER_TICK, 2 * ABORTS_PER_TICK, 2 * ABORTS_PER_TICK + 1]
     assert all(t.writes == [] for _, t in pairs)
+
+
+
+async def test_a_held_writer_counts_only_what_came_since_its_last_recheck():
+    writer, transport, overflows = make(limit=10_000)
+    transport.buffered = 10
+    counted: list[int] = []
+
+    class Counting(bytes):
+        def __len__(self) -> int:
+            counted.append(1)
+            return bytes.__len__(self)
+
+    for _ in range(50):
+        writer.append(Counting(b"x" * 100))
+    writer.flush()
+    assert writer._holding and len(counted) == 50
+    counted.clear()
+    writer.append(Counting(b"y" * 100))
+    writer._holding = False  # the recheck's flush
+    writer.flush()
+    assert len(counted) == 1 and overflows == []
+    for _ in range(50):  # past the bound, counted as they come
+        writer.append(Counting(b"z" * 100))
+    writer._holding = False
+    writer.flush()
+    assert overflows == [1]

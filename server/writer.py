@@ -103,8 +103,10 @@ class HasWriter(Protocol):
 #: Seconds between two looks at the writers whose transport was backed up.
 RECHECK_DELAY = 0.01
 
-#: Slow clients' transports aborted per loop iteration at most (each teardown costs tens of µs).
+#: Slow clients' transports aborted together at most (each teardown costs tens of µs) ...
 ABORTS_PER_TICK = 10
+#: ... and seconds between two such batches: the teardown of a thousand is spread over 0.1 s.
+ABORT_INTERVAL = 0.001
 
 
 def close_frame(code: int, reason: bytes) -> bytes:
@@ -135,10 +137,12 @@ class FlushScheduler:
     encoding), once per flush however many publications they got, and the
     flush walks them.
 
-    Transports cut off for being slow are aborted at most :data:`ABORTS_PER_TICK`
-    per loop iteration (:meth:`abort_soon`): a flood that overflows a thousand
-    slow clients at once would otherwise tear all of them down in one
-    iteration, and every other client would wait for that.
+    Transports cut off for being slow are aborted :data:`ABORTS_PER_TICK` at a
+    time, a batch every :data:`ABORT_INTERVAL` (:meth:`abort_soon`): a flood
+    that overflows a thousand slow clients at once would otherwise tear all of
+    them down together, and every other client would wait for that. Spread in
+    time, not only over loop iterations, the teardowns leave the loop free
+    between two batches for everyone else's reads and writes.
     """
 
     __slots__ = ("_loop", "_first", "_dirty", "_groups", "_scheduled", "_delay", "_held", "_recheck_scheduled",
@@ -209,7 +213,7 @@ class FlushScheduler:
             self._loop.call_later(RECHECK_DELAY, self._recheck)
 
     def abort_soon(self, transport: asyncio.WriteTransport) -> None:
-        """Abort ``transport`` in this or a later loop iteration, ``ABORTS_PER_TICK`` at a time."""
+        """Abort ``transport`` soon: ``ABORTS_PER_TICK`` at a time, a batch every ``ABORT_INTERVAL``."""
         self._aborts.append(transport)
         if len(self._aborts) == 1:
             self._loop.call_soon(self._abort_some)
@@ -219,7 +223,7 @@ class FlushScheduler:
         for _ in range(min(ABORTS_PER_TICK, len(aborts))):
             aborts.popleft().abort()
         if aborts:
-            self._loop.call_soon(self._abort_some)
+            self._loop.call_later(ABORT_INTERVAL, self._abort_some)
 
     def _recheck(self) -> None:
         self._recheck_scheduled = False

@@ -10,7 +10,7 @@ import tracemalloc
 import pytest
 
 from server.writer import (
-    ABORTS_PER_TICK, RECHECK_DELAY, SHARE_FROM, FlushScheduler, Writer, frame_header, limit_unsent,
+    ABORT_INTERVAL, ABORTS_PER_TICK, RECHECK_DELAY, SHARE_FROM, FlushScheduler, Writer, frame_header, limit_unsent,
 )
 
 
@@ -338,14 +338,17 @@ async def test_a_held_writer_in_a_busy_group_waits_for_its_recheck_and_then_writ
     assert [parse_frame(w)[1] for w in transport.writes] == [b"0\n1\n2\n3\n4"] and overflows == []
 
 
-async def test_slow_clients_cut_off_together_are_aborted_a_batch_per_loop_iteration():
-    scheduler = FlushScheduler(asyncio.get_running_loop())
+async def test_slow_clients_cut_off_together_are_aborted_a_batch_at_a_time_spread_in_time():
+    loop = asyncio.get_running_loop()
+    scheduler = FlushScheduler(loop)
+    aborted_at: list[float] = []
 
     class Abortable(FakeTransport):
         aborted = False
 
         def abort(self) -> None:
             self.aborted = True
+            aborted_at.append(loop.time())
 
     pairs = [(Writer(t, scheduler, binary=False, limit=100, on_overflow=lambda: None), t)
              for t in (Abortable() for _ in range(2 * ABORTS_PER_TICK + 1))]
@@ -353,11 +356,15 @@ async def test_slow_clients_cut_off_together_are_aborted_a_batch_per_loop_iterat
         writer.enqueue(b"x" * 50)
         writer.cut_off()
         assert writer.closed and writer.buffered == 0, "its own queue is dropped at once"
-    aborted = []
-    for _ in range(3):
-        await next_tick()
-        aborted.append(sum(t.aborted for _, t in pairs))
-    assert aborted == [ABORTS_PER_TICK, 2 * ABORTS_PER_TICK, 2 * ABORTS_PER_TICK + 1]
+    await next_tick()
+    assert sum(t.aborted for _, t in pairs) == ABORTS_PER_TICK, "the first batch goes at once"
+    deadline = loop.time() + 2
+    while len(aborted_at) < len(pairs) and loop.time() < deadline:
+        await asyncio.sleep(ABORT_INTERVAL / 2)
+    batches = [aborted_at[i:i + ABORTS_PER_TICK] for i in range(0, len(aborted_at), ABORTS_PER_TICK)]
+    assert [len(b) for b in batches] == [ABORTS_PER_TICK, ABORTS_PER_TICK, 1]
+    assert all(later[0] - earlier[-1] >= ABORT_INTERVAL * 0.9 for earlier, later in zip(batches, batches[1:])), \
+        "batches are apart in time"
     assert all(t.writes == [] for _, t in pairs)
 
 

@@ -14,6 +14,7 @@ Usage::
 
     python -m bench.redis_broker --count 20000 --concurrency 1 64
     python -m bench.redis_broker scale --subscribers 1000 5000 --seconds 5
+    python -m bench.redis_broker scale --subscribers 1000 5000 --seconds 5 --generator python
     python -m bench.redis_broker blip --subscribers 1000 --seconds 6 --kill-after 2
 
 ``scale`` and ``blip`` run whole server processes on a ``redis-server`` of
@@ -165,6 +166,9 @@ def node_scenarios(mode: str, argv: list[str]) -> None:
     parser.add_argument("--subscribers", type=int, nargs="+", default=[1000, 5000] if mode == "scale" else [1000])
     parser.add_argument("--seconds", type=float, default=5.0, help="how long the publisher publishes")
     parser.add_argument("--kill-after", type=float, default=2.0, help="blip: seconds of load before the kill")
+    parser.add_argument("--generator", choices=("c", "python"), default="c",
+                        help="scale: the subscribers in a C process of their own (bench/subscribers.c, built "
+                             "with cc; the default), or in this process (bench/wsraw.py)")
     args = parser.parse_args(argv)
     if any(not 2 <= n <= 20_000 for n in args.subscribers) or not 0 < args.seconds <= 30:
         parser.error("--subscribers must be 2..20000 and --seconds at most 30")
@@ -176,7 +180,7 @@ def node_scenarios(mode: str, argv: list[str]) -> None:
     except ImportError:
         pass
     if mode == "scale":
-        asyncio.run(redis_scale.scale(args.subscribers, args.seconds))
+        asyncio.run(redis_scale.scale(args.subscribers, args.seconds, args.generator))
     else:
         for n in args.subscribers:
             print(json.dumps(asyncio.run(redis_scale.blip(n, args.seconds, args.kill_after))), flush=True)

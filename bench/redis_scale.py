@@ -9,9 +9,13 @@ processes, all with ``write_delay = 0``: the memory broker, 1 node + Redis,
 2 nodes + Redis (subscribers split). One publisher keeps 16 publishes in
 flight (one per frame, the next sent as each reply arrives) for a fixed time,
 from a process of its own (:mod:`bench.publisher`), so that its replies do not
-queue behind the subscribers' reads here; then every delivery must arrive. Reported: deliveries/s, its ratio to the
+queue behind the subscribers' reads here; then every delivery must arrive.
+The subscribers run in a C process of their own (:mod:`bench.subscribers`)
+that only counts what it reads, so that on two cores the two nodes are not
+starved by the generator; ``generator="python"`` keeps them in this process
+(:mod:`bench.wsraw`), as before. Reported: deliveries/s, its ratio to the
 memory broker and to one Redis node, server CPU per delivery, Redis CPU per
-publication, messages per frame.
+publication, messages per frame, and the cores each side used.
 
 ``blip``: 2 nodes + Redis, subscribers split, the same publisher; after a
 while every pub/sub connection is killed (``CLIENT KILL TYPE pubsub``).
@@ -23,6 +27,7 @@ published after it (live delivery resumed).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import shutil
@@ -37,6 +42,7 @@ from redis.asyncio import Redis
 
 from bench.fanout import CHANNEL, HOST, ServerProcess, connect_client, connect_many, free_port, get_token, own_cpu
 from bench.publisher import WINDOW, PublisherProcess, publish_window
+from bench.subscribers import SubscriberSwarm
 from bench.wsraw import RawWS
 BLIP_HISTORY = 100_000  # the stream must cover what pub/sub misses while it reconnects
 
@@ -138,62 +144,92 @@ def redis_env(url: str) -> dict[str, str]:
             "STAGEWIRE_BROKER__PREFIX": "swbench"}
 
 
-async def scale_scenario(label: str, n: int, nodes: int, redis: PrivateRedis | None, seconds: float) -> dict:
+class PythonSubscribers:
+    """The subscribers in this process (``bench/wsraw.py``): counted here, on this process's CPU."""
+
+    def __init__(self, subs: list[Any]) -> None:
+        self.subs = subs
+
+    async def count(self) -> dict[str, int]:
+        return {"messages": sum(c.messages for c in self.subs), "frames": sum(c.frames for c in self.subs),
+                "closed": sum(1 for c in self.subs if c.closed.done())}
+
+    def cpu_seconds(self) -> float:
+        return own_cpu()
+
+    def close(self) -> None:
+        for c in self.subs:
+            if c.transport:
+                c.transport.close()
+
+
+async def scale_scenario(label: str, n: int, nodes: int, redis: PrivateRedis | None, seconds: float,
+                         generator: str = "c") -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         servers = await start_servers(tmp, nodes, redis_env(redis.url) if redis else {})
         try:
             token = await get_token(servers[0].port, "bench")
-            subs = await split_subscribers(servers, token, n)
-            async with PublisherProcess(servers[0].port, token, CHANNEL, WINDOW) as publisher:
-                warm = (await publisher.run(0.5))["published"]  # warm-up
-                while sum(c.messages for c in subs) < warm * n + 2 * n:  # connect and subscribe replies too
-                    await asyncio.sleep(0.01)
-                base_messages, base_frames = sum(c.messages for c in subs), sum(c.frames for c in subs)
-                cpu_server = sum(s.cpu_seconds() for s in servers)
-                cpu_redis = await redis.cpu() if redis else 0.0
-                cpu_self = own_cpu()
-                started = time.perf_counter()
-                run = await publisher.run(seconds)
-            published = run["published"]
-            deadline = time.perf_counter() + 60
-            while sum(c.messages for c in subs) - base_messages < published * n and time.perf_counter() < deadline:
-                await asyncio.sleep(0.005)
-            elapsed = time.perf_counter() - started
-            delivered = sum(c.messages for c in subs) - base_messages
-            server_cpu = sum(s.cpu_seconds() for s in servers) - cpu_server
-            result = {
-                "scenario": label, "subscribers": n, "publications": published, "deliveries": delivered,
-                "lost": published * n - delivered, "seconds": round(elapsed, 2),
-                "deliveries_per_s": round(delivered / elapsed),
-                "server_cpu_us_per_delivery": round(server_cpu / max(1, delivered) * 1e6, 2),
-                "messages_per_frame": round(delivered / max(1, sum(c.frames for c in subs) - base_frames), 1),
-                "closed": sum(1 for c in subs if c.closed.done()),
-                # Cores the load generator used: near 1, it (not the server) is the limit.
-                "loadgen_cores": round((own_cpu() - cpu_self) / elapsed, 2),
-                "publisher_cores": round(run["cpu_s"] / elapsed, 2),
-                "server_cores": round(server_cpu / elapsed, 2),
-            }
-            if redis is not None:
-                result["redis_cpu_us_per_publication"] = round(
-                    (await redis.cpu() - cpu_redis) / max(1, published) * 1e6, 1)
-            for c in subs:
-                if c.transport:
-                    c.transport.close()
-            return result
+            async with contextlib.AsyncExitStack() as stack:
+                if generator == "c":
+                    shares = [n // nodes + (1 if i < n % nodes else 0) for i in range(nodes)]
+                    subs: Any = await stack.enter_async_context(
+                        SubscriberSwarm(HOST, [s.port for s in servers], shares, token, CHANNEL))
+                else:
+                    subs = PythonSubscribers(await split_subscribers(servers, token, n))
+                    stack.callback(subs.close)
+                return await _measure_scale(label, n, servers, redis, subs, token, seconds, generator)
         finally:
             for server in servers:
                 await server.stop()
 
 
-async def scale(subscribers: list[int], seconds: float) -> list[dict]:
+async def _measure_scale(label: str, n: int, servers: list[ServerProcess], redis: PrivateRedis | None,
+                         subs: Any, token: str, seconds: float, generator: str) -> dict:
+    async with PublisherProcess(servers[0].port, token, CHANNEL, WINDOW) as publisher:
+        warm = (await publisher.run(0.5))["published"]  # warm-up
+        while (await subs.count())["messages"] < warm * n + 2 * n:  # connect and subscribe replies too
+            await asyncio.sleep(0.01)
+        base = await subs.count()
+        cpu_server = sum(s.cpu_seconds() for s in servers)
+        cpu_redis = await redis.cpu() if redis else 0.0
+        cpu_generator = subs.cpu_seconds()
+        started = time.perf_counter()
+        run = await publisher.run(seconds)
+    published = run["published"]
+    deadline = time.perf_counter() + 60
+    while (now := await subs.count())["messages"] - base["messages"] < published * n \
+            and time.perf_counter() < deadline:
+        await asyncio.sleep(0.005)
+    elapsed = time.perf_counter() - started
+    delivered = now["messages"] - base["messages"]
+    server_cpu = sum(s.cpu_seconds() for s in servers) - cpu_server
+    result = {
+        "scenario": label, "subscribers": n, "generator": generator, "publications": published,
+        "deliveries": delivered, "lost": published * n - delivered, "seconds": round(elapsed, 2),
+        "deliveries_per_s": round(delivered / elapsed),
+        "server_cpu_us_per_delivery": round(server_cpu / max(1, delivered) * 1e6, 2),
+        "messages_per_frame": round(delivered / max(1, now["frames"] - base["frames"]), 1),
+        "closed": now["closed"],
+        # Cores the subscribers' side used: near 1, it (not the server) is the limit.
+        "loadgen_cores": round((subs.cpu_seconds() - cpu_generator) / elapsed, 2),
+        "publisher_cores": round(run["cpu_s"] / elapsed, 2),
+        "server_cores": round(server_cpu / elapsed, 2),
+    }
+    if redis is not None:
+        result["redis_cpu_us_per_publication"] = round(
+            (await redis.cpu() - cpu_redis) / max(1, published) * 1e6, 1)
+    return result
+
+
+async def scale(subscribers: list[int], seconds: float, generator: str = "c") -> list[dict]:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in subscribers:
-            memory = await scale_scenario("memory broker", n, 1, None, seconds)
+            memory = await scale_scenario("memory broker", n, 1, None, seconds, generator)
             async with PrivateRedis(tmp) as redis:
-                one = await scale_scenario("1 node + Redis", n, 1, redis, seconds)
+                one = await scale_scenario("1 node + Redis", n, 1, redis, seconds, generator)
             async with PrivateRedis(tmp) as redis:
-                two = await scale_scenario("2 nodes + Redis", n, 2, redis, seconds)
+                two = await scale_scenario("2 nodes + Redis", n, 2, redis, seconds, generator)
             one["vs_memory"] = round(one["deliveries_per_s"] / memory["deliveries_per_s"], 2)
             two["vs_memory"] = round(two["deliveries_per_s"] / memory["deliveries_per_s"], 2)
             two["vs_one_node"] = round(two["deliveries_per_s"] / one["deliveries_per_s"], 2)

@@ -78,6 +78,10 @@ async def serve(port: int, token: str, channel: str, window: int) -> None:
         publisher.transport.close()
 
 
+#: Bytes of one answer line at most: ``tops`` holds an offset per acknowledged publication.
+LINE_LIMIT = 64 * 2**20
+
+
 class PublisherProcess:
     """``python -m bench.publisher`` as a child process, driven line by line."""
 
@@ -89,7 +93,8 @@ class PublisherProcess:
     async def __aenter__(self) -> PublisherProcess:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bench.publisher", *self.args,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=self.env)
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=self.env,
+            limit=LINE_LIMIT)
         await self._line()
         return self
 

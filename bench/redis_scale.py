@@ -151,8 +151,10 @@ class PythonSubscribers:
         self.subs = subs
 
     async def count(self) -> dict[str, int]:
-        return {"messages": sum(c.messages for c in self.subs), "frames": sum(c.frames for c in self.subs),
-                "closed": sum(1 for c in self.subs if c.closed.done())}
+        messages = sum(c.messages for c in self.subs)
+        # Every message after the connect and subscribe replies (a server ping push would count too).
+        return {"messages": messages, "pubs": messages - 2 * len(self.subs),
+                "frames": sum(c.frames for c in self.subs), "closed": sum(1 for c in self.subs if c.closed.done())}
 
     def cpu_seconds(self) -> float:
         return own_cpu()
@@ -187,7 +189,7 @@ async def _measure_scale(label: str, n: int, servers: list[ServerProcess], redis
                          subs: Any, token: str, seconds: float, generator: str) -> dict:
     async with PublisherProcess(servers[0].port, token, CHANNEL, WINDOW) as publisher:
         warm = (await publisher.run(0.5))["published"]  # warm-up
-        while (await subs.count())["messages"] < warm * n + 2 * n:  # connect and subscribe replies too
+        while (await subs.count())["pubs"] < warm * n:
             await asyncio.sleep(0.01)
         base = await subs.count()
         cpu_server = sum(s.cpu_seconds() for s in servers)
@@ -197,18 +199,17 @@ async def _measure_scale(label: str, n: int, servers: list[ServerProcess], redis
         run = await publisher.run(seconds)
     published = run["published"]
     deadline = time.perf_counter() + 60
-    while (now := await subs.count())["messages"] - base["messages"] < published * n \
-            and time.perf_counter() < deadline:
+    while (now := await subs.count())["pubs"] - base["pubs"] < published * n and time.perf_counter() < deadline:
         await asyncio.sleep(0.005)
     elapsed = time.perf_counter() - started
-    delivered = now["messages"] - base["messages"]
+    delivered = now["pubs"] - base["pubs"]
     server_cpu = sum(s.cpu_seconds() for s in servers) - cpu_server
     result = {
         "scenario": label, "subscribers": n, "generator": generator, "publications": published,
         "deliveries": delivered, "lost": published * n - delivered, "seconds": round(elapsed, 2),
         "deliveries_per_s": round(delivered / elapsed),
         "server_cpu_us_per_delivery": round(server_cpu / max(1, delivered) * 1e6, 2),
-        "messages_per_frame": round(delivered / max(1, now["frames"] - base["frames"]), 1),
+        "messages_per_frame": round((now["messages"] - base["messages"]) / max(1, now["frames"] - base["frames"]), 1),
         "closed": now["closed"],
         # Cores the subscribers' side used: near 1, it (not the server) is the limit.
         "loadgen_cores": round((subs.cpu_seconds() - cpu_generator) / elapsed, 2),

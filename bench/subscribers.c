@@ -5,7 +5,8 @@
  * Python generator reading a million deliveries a second takes most of a
  * core, which two server nodes would need. This one parses the WebSocket
  * frames and counts messages (newlines + 1 per text frame, as bench/wsraw.py
- * does) and nothing more.
+ * does) and publications among them (`{"type":"pub"` at the start of a
+ * line), and nothing more.
  *
  * Usage (by bench/subscribers.py, which builds it with the system's cc):
  *
@@ -16,7 +17,7 @@
  * most 200 handshakes are in flight. On stdout, one JSON line each:
  *
  *     {"ready": N}                      every connection got its two replies
- *     {"messages": M, "frames": F, "closed": C}   for each line "count" on stdin
+ *     {"messages": M, "pubs": P, "frames": F, "closed": C}   for each line "count" on stdin
  *
  * It exits when stdin closes. 127.0.0.1 only in the benchmark; nothing is
  * retried: a connection that fails counts as closed.
@@ -50,7 +51,8 @@ typedef struct {
 } conn_t;
 
 static conn_t *conns;
-static long total_messages, total_frames, closed_count, ready_count, opened;
+static long total_messages, total_pubs, total_frames, closed_count, ready_count, opened;
+static const char PUB[] = "{\"type\":\"pub\"";
 static long nconns;
 static int epfd;
 static char request[1024];
@@ -136,14 +138,19 @@ static void open_conn(long i, const char *host, int port) {
     send_all(c, request, request_len);
 }
 
-static long count_lines(const unsigned char *p, size_t n) {
-    long lines = 1;
+/* Lines of a frame; *pubs gets those that are publications. */
+static long count_lines(const unsigned char *p, size_t n, long *pubs) {
+    long lines = 0;
     const unsigned char *end = p + n;
-    while ((p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+    for (;;) {
         lines++;
-        p++;
+        if ((size_t)(end - p) >= sizeof PUB - 1 && memcmp(p, PUB, sizeof PUB - 1) == 0)
+            (*pubs)++;
+        const unsigned char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (nl == NULL)
+            return lines;
+        p = nl + 1;
     }
-    return lines;
 }
 
 static void on_frames(conn_t *c) {
@@ -170,7 +177,9 @@ static void on_frames(conn_t *c) {
             break;
         unsigned char *payload = f + h;
         if (opcode == 0x1) {
-            long m = count_lines(payload, (size_t)n);
+            long pubs = 0;
+            long m = count_lines(payload, (size_t)n, &pubs);
+            total_pubs += pubs;
             if (c->messages < 2 && c->messages + m >= 2)
                 ready_count++;
             c->messages += m;
@@ -299,8 +308,8 @@ int main(int argc, char **argv) {
                 line_len += (size_t)r;
                 char *nl;
                 while ((nl = memchr(line, '\n', line_len)) != NULL) {
-                    printf("{\"messages\": %ld, \"frames\": %ld, \"closed\": %ld}\n",
-                           total_messages, total_frames, closed_count);
+                    printf("{\"messages\": %ld, \"pubs\": %ld, \"frames\": %ld, \"closed\": %ld}\n",
+                           total_messages, total_pubs, total_frames, closed_count);
                     fflush(stdout);
                     size_t used = (size_t)(nl + 1 - line);
                     memmove(line, nl + 1, line_len - used);

@@ -4,7 +4,8 @@ On two cores, the Python generator (:mod:`bench.wsraw`) takes most of a core
 to read a million deliveries a second: two server nodes could not both have
 a core, and the figure would say more about the generator than about them.
 The C swarm parses the frames and counts messages, as ``RawWS`` counts them
-(newlines + 1 per text frame), for a fraction of that.
+(newlines + 1 per text frame), and the publications among them, for a
+fraction of that.
 
 It is built on first use with the system's C compiler into ``bench/.build/``
 (ignored by git) and rebuilt when its source changes.
@@ -44,7 +45,8 @@ def build() -> Path:
 class SubscriberSwarm:
     """``counts[i]`` subscribers of ``channel`` on each of ``ports``, in one C process.
 
-    ``messages`` and ``frames`` are totals over every connection, read with :meth:`count`.
+    ``messages`` (every message: replies and the server's pings too), ``pubs``
+    (publications) and ``frames`` are totals over every connection, read with :meth:`count`.
     """
 
     def __init__(self, host: str, ports: list[int], counts: list[int], token: str, channel: str) -> None:
@@ -64,7 +66,7 @@ class SubscriberSwarm:
         return self
 
     async def count(self) -> dict[str, int]:
-        """``{"messages", "frames", "closed"}`` so far."""
+        """``{"messages", "pubs", "frames", "closed"}`` so far."""
         assert self.proc is not None and self.proc.stdin is not None
         self.proc.stdin.write(b"count\n")
         return await asyncio.wait_for(self._line(), 10)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import AsyncIterator
 
 import aiohttp
+import orjson
 import pytest
 from redis.crc import key_slot
 
@@ -165,3 +166,49 @@ async def resubscribe(client, channel: str, received: dict[str, list[int]], epoc
                                    offset=len(received[channel]), epoch=epochs[channel])
     assert recovery["recovered"] is True, recovery
     received[channel] += [p["data"] for p in recovery["publications"]]
+
+
+async def test_pipelined_publishes_of_one_client_keep_their_order_on_every_master(rcluster, private_cluster):
+    """Two clients, one on each server, each send publishes to channels on all masters without waiting."""
+    cluster, env = rcluster
+    a, b = await cluster.pair(env=env)
+    channels = [channel_name(f"pipe{i}") for i in range(6)]
+    for _ in range(20):  # the cluster's view settles after the slot moves of the tests before
+        masters = {await private_cluster.owner(key_slot(f"{{{c}}}".encode())) for c in channels}
+        if len(masters) >= 2:
+            break
+        await asyncio.sleep(0.1)
+    assert len(masters) >= 2  # the channels live on more than one master
+    subscriber = await a.client("sub")
+    for channel in channels:
+        await subscriber.result("subscribe", channel=channel)
+        await subscriber.recv_push("join", channel=channel, info={"user": "sub"})
+    count, per_frame = 240, 20
+
+    async def pipeline(client, tag: str) -> list[dict]:
+        for start in range(0, count, per_frame):
+            frame = [{"id": i + 1, "type": "publish", "channel": channels[i % len(channels)],
+                      "data": {"from": tag, "i": i}} for i in range(start, start + per_frame)]
+            await client.send_raw("\n".join(orjson.dumps(m).decode() for m in frame))
+        replies = []
+        while len(replies) < count:
+            message = await client.recv()
+            if "id" in message:
+                replies.append(message)
+        return replies
+
+    publishers = [await a.client("pub-a"), await b.client("pub-b")]
+    replies = await asyncio.gather(*(pipeline(c, tag) for c, tag in zip(publishers, "ab")))
+    for of_one in replies:
+        assert [r["id"] for r in of_one] == list(range(1, count + 1))  # replies in command order
+        for k, channel in enumerate(channels):
+            offsets = [r["result"]["offset"] for r in of_one[k::len(channels)]]
+            assert offsets == sorted(offsets) and len(set(offsets)) == len(offsets), channel  # in command order
+    pushes = [await subscriber.recv_push("pub") for _ in range(2 * count)]
+    for channel in channels:
+        of_channel = [p for p in pushes if p["channel"] == channel]
+        assert [p["offset"] for p in of_channel] == list(range(1, len(of_channel) + 1))
+        for tag in "ab":
+            sent = [i for i in range(count) if channels[i % len(channels)] == channel]
+            assert [p["data"]["i"] for p in of_channel if p["data"]["from"] == tag] == sent
+    await subscriber.assert_quiet()

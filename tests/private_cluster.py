@@ -5,7 +5,8 @@ processes in the test's directory with nothing on disk, joins them with
 ``redis-cli --cluster create ... --cluster-replicas 0``, and waits until every
 node reports ``cluster_state:ok``. It can move a hash slot from one master to
 another, keys included, as ``redis-cli --cluster reshard`` does one slot at a
-time. The processes are killed and their directory removed at the end.
+time, and restart every node empty. The processes are killed and their
+directory removed at the end.
 """
 
 from __future__ import annotations
@@ -123,6 +124,21 @@ class PrivateCluster:
         old = next(p for p in self.ports if p not in self._masters_now())
         self.ports[self.ports.index(old)] = replica
         self.replicas[self.replicas.index(replica)] = old
+        for port in self.ports:
+            self._wait(port, lambda info: "cluster_state:ok" in info)
+
+    def restart_empty(self) -> None:
+        """SIGKILL every node and start it again on its ports, with its cluster config and no data.
+
+        As a cluster that keeps nothing on disk comes back from a crash: the
+        same masters with the same slots, and every key gone.
+        """
+        for proc in self.procs:
+            proc.kill()
+            proc.wait()
+        self.procs = []
+        for port, bus_port in zip(self.ports, self.bus_ports):
+            self._spawn(port, bus_port)
         for port in self.ports:
             self._wait(port, lambda info: "cluster_state:ok" in info)
 

@@ -18,7 +18,7 @@ import pytest
 from redis.crc import key_slot
 
 from tests.cluster.conftest import Cluster, channel_name, presence_seen_alike
-from tests.private_cluster import PrivateCluster, delete_prefix, private_cluster  # noqa: F401
+from tests.private_cluster import PrivateCluster, delete_prefix, private_cluster, require_cluster_binaries  # noqa: F401
 
 pytestmark = pytest.mark.redis
 
@@ -212,3 +212,49 @@ async def test_pipelined_publishes_of_one_client_keep_their_order_on_every_maste
             sent = [i for i in range(count) if channels[i % len(channels)] == channel]
             assert [p["data"]["i"] for p in of_channel if p["data"]["from"] == tag] == sent
     await subscriber.assert_quiet()
+
+
+async def test_the_cluster_restarted_empty_each_subscription_is_told_and_resubscribes(tmp_path: Path):
+    """Every master SIGKILLed and started again with no data: the streams and their epochs are gone."""
+    own = PrivateCluster(tmp_path / "own-cluster", *require_cluster_binaries())
+    own.start()
+    try:
+        env = {"STAGEWIRE_BROKER__CLUSTER_NODES": ",".join(own.nodes)}
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            cluster = Cluster(tmp_path, "redis://unused.invalid:1/0", f"swrc-{secrets.token_hex(4)}", http)
+            try:
+                a, b = await cluster.pair(env=env)
+                channels = [channel_name(f"empty{i}") for i in range(6)]
+                assert len({await own.owner(key_slot(f"{{{c}}}".encode())) for c in channels}) >= 2
+                clients = [await a.client("user1"), await b.client("user2")]
+                for client in clients:
+                    for channel in channels:
+                        await client.result("subscribe", channel=channel)
+                publisher = await b.client("pub")
+                old = {}
+                for channel in channels:
+                    for i in range(3):
+                        old[channel] = await publisher.result("publish", channel=channel, data=i)
+
+                await asyncio.to_thread(own.restart_empty)
+
+                for client in clients:
+                    told = {}
+                    while len(told) < len(channels):
+                        message = await client.recv(timeout=20)
+                        if message.get("type") == "unsubscribe":
+                            told[message["channel"]] = message
+                    for channel, push in told.items():
+                        assert push["code"] == 2500, push
+                        reply = await client.result("subscribe", channel=channel, recover=True,
+                                                    offset=old[channel]["offset"], epoch=old[channel]["epoch"])
+                        assert reply["recovered"] is False and reply["epoch"] != old[channel]["epoch"]
+                for channel in channels:  # and it carries on
+                    position = await publisher.result("publish", channel=channel, data="after")
+                    for client in clients:
+                        push = await client.recv_push("pub", channel=channel, data="after")
+                        assert push["offset"] == position["offset"]
+            finally:
+                await cluster.close()
+    finally:
+        own.close()

@@ -279,7 +279,7 @@ class Connection:
         queue overflowed, in one burst), the client is told why, as by
         :meth:`close`. Otherwise the transport holds data that the peer is not
         reading, and a ``disconnect`` push or a close frame would only wait
-        behind it: the transport is aborted instead, soon after (``ABORTS_PER_TICK``
+        behind it: the transport is aborted instead, soon after (``ABORTS_PER_BATCH``
         connections a millisecond at most, so that a thousand cut off together
         do not stall everyone else at once); what Stagewire itself queued is
         dropped now.

@@ -104,7 +104,7 @@ class HasWriter(Protocol):
 RECHECK_DELAY = 0.01
 
 #: Slow clients' transports aborted together at most (each teardown costs tens of µs) ...
-ABORTS_PER_TICK = 10
+ABORTS_PER_BATCH = 10
 #: ... and seconds between two such batches: the teardown of a thousand is spread over 0.1 s.
 ABORT_INTERVAL = 0.001
 
@@ -137,7 +137,7 @@ class FlushScheduler:
     encoding), once per flush however many publications they got, and the
     flush walks them.
 
-    Transports cut off for being slow are aborted :data:`ABORTS_PER_TICK` at a
+    Transports cut off for being slow are aborted :data:`ABORTS_PER_BATCH` at a
     time, a batch every :data:`ABORT_INTERVAL` (:meth:`abort_soon`): a flood
     that overflows a thousand slow clients at once would otherwise tear all of
     them down together, and every other client would wait for that. Spread in
@@ -213,14 +213,14 @@ class FlushScheduler:
             self._loop.call_later(RECHECK_DELAY, self._recheck)
 
     def abort_soon(self, transport: asyncio.WriteTransport) -> None:
-        """Abort ``transport`` soon: ``ABORTS_PER_TICK`` at a time, a batch every ``ABORT_INTERVAL``."""
+        """Abort ``transport`` soon: ``ABORTS_PER_BATCH`` at a time, a batch every ``ABORT_INTERVAL``."""
         self._aborts.append(transport)
         if len(self._aborts) == 1:
             self._loop.call_soon(self._abort_some)
 
     def _abort_some(self) -> None:
         aborts = self._aborts
-        for _ in range(min(ABORTS_PER_TICK, len(aborts))):
+        for _ in range(min(ABORTS_PER_BATCH, len(aborts))):
             aborts.popleft().abort()
         if aborts:
             self._loop.call_later(ABORT_INTERVAL, self._abort_some)

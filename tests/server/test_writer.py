@@ -10,7 +10,7 @@ import tracemalloc
 import pytest
 
 from server.writer import (
-    ABORT_INTERVAL, ABORTS_PER_TICK, RECHECK_DELAY, SHARE_FROM, FlushScheduler, Writer, frame_header, limit_unsent,
+    ABORT_INTERVAL, ABORTS_PER_BATCH, RECHECK_DELAY, SHARE_FROM, FlushScheduler, Writer, frame_header, limit_unsent,
 )
 
 
@@ -351,18 +351,18 @@ async def test_slow_clients_cut_off_together_are_aborted_a_batch_at_a_time_sprea
             aborted_at.append(loop.time())
 
     pairs = [(Writer(t, scheduler, binary=False, limit=100, on_overflow=lambda: None), t)
-             for t in (Abortable() for _ in range(2 * ABORTS_PER_TICK + 1))]
+             for t in (Abortable() for _ in range(2 * ABORTS_PER_BATCH + 1))]
     for writer, _ in pairs:
         writer.enqueue(b"x" * 50)
         writer.cut_off()
         assert writer.closed and writer.buffered == 0, "its own queue is dropped at once"
     await next_tick()
-    assert sum(t.aborted for _, t in pairs) == ABORTS_PER_TICK, "the first batch goes at once"
+    assert sum(t.aborted for _, t in pairs) == ABORTS_PER_BATCH, "the first batch goes at once"
     deadline = loop.time() + 2
     while len(aborted_at) < len(pairs) and loop.time() < deadline:
         await asyncio.sleep(ABORT_INTERVAL / 2)
-    batches = [aborted_at[i:i + ABORTS_PER_TICK] for i in range(0, len(aborted_at), ABORTS_PER_TICK)]
-    assert [len(b) for b in batches] == [ABORTS_PER_TICK, ABORTS_PER_TICK, 1]
+    batches = [aborted_at[i:i + ABORTS_PER_BATCH] for i in range(0, len(aborted_at), ABORTS_PER_BATCH)]
+    assert [len(b) for b in batches] == [ABORTS_PER_BATCH, ABORTS_PER_BATCH, 1]
     assert all(later[0] - earlier[-1] >= ABORT_INTERVAL * 0.9 for earlier, later in zip(batches, batches[1:])), \
         "batches are apart in time"
     assert all(t.writes == [] for _, t in pairs)

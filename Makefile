@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test typecheck install bench bench-connect bench-restart fuzz fuzz-ws fuzz-pusher fuzz-sse fuzz-http soak chaos chaos-redis chaos-node slow-clients clean
+.PHONY: run test typecheck install bench bench-connect bench-restart bench-scale fuzz fuzz-ws fuzz-pusher fuzz-sse fuzz-http soak chaos chaos-redis chaos-node slow-clients clean
 
 # Reinstalled whenever either project's metadata changes (the client is a
 # separate distribution in client/, installed editable beside the server).
@@ -37,6 +37,12 @@ bench-connect: $(STAMP)
 
 bench-restart: $(STAMP)
 	$(BIN)/python -m bench.restart --clients 10000
+
+# Scale-out: memory broker, 1 node + Redis, 2 nodes + Redis (subscribers in C, bench/subscribers.c);
+# then every pub/sub connection killed under load. Each on a redis-server of its own.
+bench-scale: $(STAMP)
+	$(BIN)/python -m bench.redis_broker scale --subscribers 1000 5000 --seconds 5
+	$(BIN)/python -m bench.redis_broker blip --subscribers 1000 --seconds 6 --kill-after 2
 
 # Fuzzing at volume (make test runs the same harnesses at a small one).
 FUZZ_RUNS ?= 1000000

@@ -25,8 +25,11 @@ BURST = 20
 async def test_a_burst_from_redis_is_one_frame_per_subscriber(make_stagewire, tmp_path):
     url = require_redis()
     prefix = f"swtest-{secrets.token_hex(4)}"
+    # No periodic position check and no ping push meanwhile: the round trips and
+    # frames counted below are the burst's alone.
     sw = await make_stagewire(make_settings(
-        tmp_path, broker={"backend": "redis", "redis_url": url, "prefix": prefix}, client={"write_delay": 0.0}))
+        tmp_path, broker={"backend": "redis", "redis_url": url, "prefix": prefix, "position_check_interval": 0},
+        client={"write_delay": 0.0, "ping_interval": 3600}))
     try:
         clients = [await sw.client("alice"), await sw.client("bob", subprotocol="stagewire.msgpack")]
         for client in clients:

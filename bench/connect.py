@@ -51,6 +51,7 @@ from pathlib import Path
 
 import aiohttp
 
+from bench.fanout import process_cpu_seconds
 from bench.wsraw import RawWS, open_ws
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,8 +115,7 @@ class Proc:
             await self.proc.wait()
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_seconds(self.pid)
 
     def status_kib(self, field: str) -> int:
         """A ``/proc/<pid>/status`` figure in KiB: ``VmRSS`` now, ``VmHWM`` the peak RSS."""

@@ -113,15 +113,19 @@ class PublisherProcess:
         return orjson.loads(line)
 
     async def __aexit__(self, *exc: object) -> None:
-        if self.proc is None:
-            return
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
-        try:
-            await asyncio.wait_for(self.proc.wait(), 10)
-        except asyncio.TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
+        if self.proc is not None:
+            await stop_child(self.proc)
+
+
+async def stop_child(proc: asyncio.subprocess.Process, timeout: float = 10.0) -> None:
+    """End a child driven on its stdin: close it, and kill the child if it has not exited within ``timeout``."""
+    if proc.stdin is not None:
+        proc.stdin.close()
+    try:
+        await asyncio.wait_for(proc.wait(), timeout)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
 
 
 def main() -> None:

@@ -23,6 +23,9 @@ from typing import Any
 
 import orjson
 
+from bench.fanout import process_cpu_seconds
+from bench.publisher import stop_child
+
 SOURCE = Path(__file__).with_name("subscribers.c")
 BUILD = Path(__file__).with_name(".build")
 
@@ -73,8 +76,7 @@ class SubscriberSwarm:
 
     def cpu_seconds(self) -> float:
         assert self.proc is not None
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_seconds(self.proc.pid)
 
     async def _line(self) -> dict[str, Any]:
         assert self.proc is not None and self.proc.stdout is not None
@@ -85,12 +87,5 @@ class SubscriberSwarm:
         return result
 
     async def __aexit__(self, *exc: Any) -> None:
-        if self.proc is None:
-            return
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
-        try:
-            await asyncio.wait_for(self.proc.wait(), 10)
-        except asyncio.TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
+        if self.proc is not None:
+            await stop_child(self.proc)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Sequence
 
 import aiohttp
+import orjson
 import pytest
 from redis.asyncio import Redis
 
@@ -179,3 +180,48 @@ async def presence_seen_alike(a: ClusterServer, b: ClusterServer) -> tuple[str, 
         assert await client.result("presence", channel=channel) == expected
         assert await client.result("presence_stats", channel=channel) == {"clients": 3, "users": 2}
     return channel, clients
+
+
+async def pipeline(client: WSClient, channels: Sequence[str], tag: str, count: int, per_frame: int = 20) -> list[dict]:
+    """Send ``count`` publishes, ``per_frame`` per frame, never waiting for a reply; the replies as they came.
+
+    Publish ``i`` goes to ``channels[i % len(channels)]`` with data ``{"from": tag, "i": i}``.
+    """
+    for start in range(0, count, per_frame):
+        frame = [{"id": i + 1, "type": "publish", "channel": channels[i % len(channels)], "data": {"from": tag, "i": i}}
+                 for i in range(start, start + per_frame)]
+        await client.send_raw("\n".join(orjson.dumps(m).decode() for m in frame))
+    replies = []
+    while len(replies) < count:
+        message = await client.recv()
+        if "id" in message:
+            replies.append(message)
+    return replies
+
+
+async def told_and_resubscribed(clients: Sequence[WSClient], old: dict[str, dict[str, Any]], timeout: float) -> None:
+    """Redis lost the streams of ``old``'s channels: each client is told (2500) of each, and resubscribes.
+
+    ``old`` maps each channel to the result of the last publish before the
+    loss; recovering from there answers ``recovered: false`` with a new epoch.
+    """
+    for client in clients:
+        told = {}
+        while len(told) < len(old):
+            message = await client.recv(timeout=timeout)
+            if message.get("type") == "unsubscribe":
+                told[message["channel"]] = message
+        for channel, push in told.items():
+            assert push["code"] == 2500, push
+            reply = await client.result("subscribe", channel=channel, recover=True,
+                                        offset=old[channel]["offset"], epoch=old[channel]["epoch"])
+            assert reply["recovered"] is False and reply["epoch"] != old[channel]["epoch"]
+
+
+async def carries_on(publisher: WSClient, clients: Sequence[WSClient], channels: Sequence[str]) -> None:
+    """A publication to each channel reaches every client, with the offset its publisher was given."""
+    for channel in channels:
+        position = await publisher.result("publish", channel=channel, data="after")
+        for client in clients:
+            push = await client.recv_push("pub", channel=channel, data="after")
+            assert push["offset"] == position["offset"]

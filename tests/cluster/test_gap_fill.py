@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from tests.cluster.conftest import Cluster, channel_name
+from tests.cluster.conftest import Cluster, carries_on, channel_name, told_and_resubscribed
 from tests.helpers import WSClient
 from tests.private_redis import PrivateRedis, private_redis  # noqa: F401
 
@@ -108,22 +108,8 @@ async def test_redis_restarted_empty_each_subscription_is_told_and_resubscribes(
 
     await private_redis.restart()  # comes back empty: streams and their epochs are gone
 
-    for client in clients:
-        told = {}
-        while len(told) < len(channels):
-            message = await client.recv(timeout=15)
-            if message.get("type") == "unsubscribe":
-                told[message["channel"]] = message
-        for channel, push in told.items():
-            assert push["code"] == 2500
-            reply = await client.result("subscribe", channel=channel, recover=True,
-                                        offset=old[channel]["offset"], epoch=old[channel]["epoch"])
-            assert reply["recovered"] is False and reply["epoch"] != old[channel]["epoch"]
-    for channel in channels:  # and it carries on
-        position = await publisher.result("publish", channel=channel, data="after")
-        for client in clients:
-            push = await client.recv_push("pub", channel=channel, data="after")
-            assert push["offset"] == position["offset"]
+    await told_and_resubscribed(clients, old, timeout=15)
+    await carries_on(publisher, clients, channels)
     for client in clients:
         await client.result("ping")
 

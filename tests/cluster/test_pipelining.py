@@ -4,29 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-import orjson
 import pytest
 
-from tests.cluster.conftest import channel_name
-from tests.helpers import WSClient
+from tests.cluster.conftest import channel_name, pipeline
 
 pytestmark = pytest.mark.redis
 
 COUNT, FRAME = 300, 20
-
-
-async def pipeline(client: WSClient, channel: str, tag: str) -> list[dict]:
-    """Send ``COUNT`` publishes, ``FRAME`` per frame, never waiting for a reply; the replies as they came."""
-    for start in range(0, COUNT, FRAME):
-        frame = [{"id": i + 1, "type": "publish", "channel": channel, "data": {"from": tag, "i": i}}
-                 for i in range(start, start + FRAME)]
-        await client.send_raw("\n".join(orjson.dumps(m).decode() for m in frame))
-    replies = []
-    while len(replies) < COUNT:
-        message = await client.recv()
-        if "id" in message:
-            replies.append(message)
-    return replies
 
 
 async def test_pipelined_publishes_of_one_client_keep_their_order(cluster):
@@ -37,7 +21,7 @@ async def test_pipelined_publishes_of_one_client_keep_their_order(cluster):
     await subscriber.recv_push("join", channel=channel, info={"user": "sub"})
     publishers = [await a.client("pub-a"), await b.client("pub-b")]
 
-    replies = await asyncio.gather(*(pipeline(c, channel, tag) for c, tag in zip(publishers, "ab")))
+    replies = await asyncio.gather(*(pipeline(c, [channel], tag, COUNT, FRAME) for c, tag in zip(publishers, "ab")))
     for of_one in replies:
         assert [r["id"] for r in of_one] == list(range(1, COUNT + 1))  # replies in command order
         offsets = [r["result"]["offset"] for r in of_one]

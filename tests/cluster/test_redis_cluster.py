@@ -13,12 +13,15 @@ from pathlib import Path
 from typing import AsyncIterator
 
 import aiohttp
-import orjson
 import pytest
 from redis.crc import key_slot
 
-from tests.cluster.conftest import Cluster, channel_name, presence_seen_alike
-from tests.private_cluster import PrivateCluster, delete_prefix, private_cluster, require_cluster_binaries  # noqa: F401
+from tests.cluster.conftest import (
+    Cluster, carries_on, channel_name, pipeline, presence_seen_alike, told_and_resubscribed,
+)
+from tests.private_cluster import (  # noqa: F401
+    PrivateCluster, delete_prefix, private_cluster, require_cluster_binaries,
+)
 
 pytestmark = pytest.mark.redis
 
@@ -183,22 +186,9 @@ async def test_pipelined_publishes_of_one_client_keep_their_order_on_every_maste
     for channel in channels:
         await subscriber.result("subscribe", channel=channel)
         await subscriber.recv_push("join", channel=channel, info={"user": "sub"})
-    count, per_frame = 240, 20
-
-    async def pipeline(client, tag: str) -> list[dict]:
-        for start in range(0, count, per_frame):
-            frame = [{"id": i + 1, "type": "publish", "channel": channels[i % len(channels)],
-                      "data": {"from": tag, "i": i}} for i in range(start, start + per_frame)]
-            await client.send_raw("\n".join(orjson.dumps(m).decode() for m in frame))
-        replies = []
-        while len(replies) < count:
-            message = await client.recv()
-            if "id" in message:
-                replies.append(message)
-        return replies
-
+    count = 240
     publishers = [await a.client("pub-a"), await b.client("pub-b")]
-    replies = await asyncio.gather(*(pipeline(c, tag) for c, tag in zip(publishers, "ab")))
+    replies = await asyncio.gather(*(pipeline(c, channels, tag, count) for c, tag in zip(publishers, "ab")))
     for of_one in replies:
         assert [r["id"] for r in of_one] == list(range(1, count + 1))  # replies in command order
         for k, channel in enumerate(channels):
@@ -238,22 +228,8 @@ async def test_the_cluster_restarted_empty_each_subscription_is_told_and_resubsc
 
                 await asyncio.to_thread(own.restart_empty)
 
-                for client in clients:
-                    told = {}
-                    while len(told) < len(channels):
-                        message = await client.recv(timeout=20)
-                        if message.get("type") == "unsubscribe":
-                            told[message["channel"]] = message
-                    for channel, push in told.items():
-                        assert push["code"] == 2500, push
-                        reply = await client.result("subscribe", channel=channel, recover=True,
-                                                    offset=old[channel]["offset"], epoch=old[channel]["epoch"])
-                        assert reply["recovered"] is False and reply["epoch"] != old[channel]["epoch"]
-                for channel in channels:  # and it carries on
-                    position = await publisher.result("publish", channel=channel, data="after")
-                    for client in clients:
-                        push = await client.recv_push("pub", channel=channel, data="after")
-                        assert push["offset"] == position["offset"]
+                await told_and_resubscribed(clients, old, timeout=20)
+                await carries_on(publisher, clients, channels)
             finally:
                 await cluster.close()
     finally:

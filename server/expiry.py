@@ -1,10 +1,14 @@
-"""Token expiry of many connections with one loop timer per second, not one per connection.
+"""Timeouts of many connections with few loop timers, not one per connection.
 
 A connection's token expires at a wall-clock time. Instead of a timer handle
 per connection (hundreds of bytes each, and a heap entry the loop keeps
 sorting), :class:`Expiries` groups connections by the second their token
 expires in, and arms one timer per second that has any. A connection is
 closed in the second after its token expired: at most one second late.
+
+:class:`Deadlines` is the connect timeout: every new connection must send
+``connect`` within the same time, so one timer, armed for the oldest of them,
+serves them all, to the millisecond.
 """
 
 from __future__ import annotations
@@ -12,7 +16,10 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from typing import Protocol
+from collections import deque
+from typing import Any, Callable, Generic, Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 class Expiring(Protocol):
@@ -59,3 +66,52 @@ class Expiries:
         _, members = self._buckets.pop(second, (None, {}))
         for conn in list(members):
             conn.expired()
+
+
+class Deadline:
+    """One entry of :class:`Deadlines`; :meth:`cancel` it once what it waited for came."""
+
+    __slots__ = ("at", "item")
+
+    def __init__(self, at: float, item: Any) -> None:
+        self.at, self.item = at, item
+
+    def cancel(self) -> None:
+        self.item = None
+
+
+class Deadlines(Generic[T]):
+    """Items that must do something within the same fixed time: one loop timer for all of them.
+
+    Every item gets the same delay, so they expire in the order they came: a
+    deque, with one timer armed for its head, instead of a timeout (a timer
+    handle and a context manager) per item.
+    """
+
+    __slots__ = ("_loop", "_delay", "_expired", "_queue", "_timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, delay: float, expired: Callable[[T], None]) -> None:
+        self._loop, self._delay, self._expired = loop, delay, expired
+        self._queue: deque[Deadline] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, item: T) -> Deadline:
+        """Call ``expired(item)`` after the delay, unless the returned entry is cancelled first."""
+        entry = Deadline(self._loop.time() + self._delay, item)
+        self._queue.append(entry)
+        if self._timer is None:
+            self._timer = self._loop.call_at(entry.at, self._fire)
+        return entry
+
+    def __len__(self) -> int:
+        return sum(1 for entry in self._queue if entry.item is not None)
+
+    def _fire(self) -> None:
+        self._timer = None
+        queue, now = self._queue, self._loop.time()
+        while queue and queue[0].at <= now:
+            item = queue.popleft().item
+            if item is not None:
+                self._expired(item)
+        if queue:
+            self._timer = self._loop.call_at(queue[0].at, self._fire)

@@ -38,7 +38,7 @@ from server.config import NamespaceSettings, Settings
 from server.connection import Connection, State
 from server.durable import DurableLog
 from server.errors import CloseCode, CommandError, ErrorCode, UnsubscribeCode
-from server.expiry import Expiries
+from server.expiry import Deadlines, Expiries
 from server.hooks.base import NO_EVENTS, NO_PROXY, EventSink, Proxy
 from server.hub import Hub
 from server.ops.counters import Counters, LatencyHistogram
@@ -82,6 +82,9 @@ class Node:
         self.hub: Hub[Connection] = Hub(self.flusher.mark_group)
         self.durable = DurableLog(broker, max_batch=settings.database.group_commit_max)
         self.expiries = Expiries(asyncio.get_running_loop())
+        # A new WebSocket connection must send connect within connect_timeout (server/websocket.py).
+        self.connect_deadlines: Deadlines[Connection] = Deadlines(
+            asyncio.get_running_loop(), settings.client.connect_timeout, _connect_timed_out)
         self.counters = Counters()
         self.publish_latency = LatencyHistogram()
         self.connections: dict[str, Connection] = {}
@@ -546,6 +549,10 @@ class Node:
 
     def channel_counts(self) -> Mapping[str, int]:
         return dict(self.hub.channels())
+
+
+def _connect_timed_out(conn: Connection) -> None:
+    conn.close(CloseCode.CONNECT_TIMEOUT, "no connect command in time")
 
 
 def _contiguous(pubs: list[Publication], after: int, count: int) -> bool:

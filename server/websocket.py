@@ -94,7 +94,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     try:
         http_request = logs.request_id.get()
         try:
-            await _handshake(ctx, ws, settings.client.connect_timeout, table, request.headers)
+            await _handshake(ctx, ws, table, request.headers)
         finally:
             node.handshaking -= 1
         logs.request_id.set(http_request)
@@ -190,22 +190,25 @@ async def _upgrade(request: web.Request) -> _WebSocket:
     return ws
 
 
-async def _handshake(
-    ctx: Context, ws: _WebSocket, timeout: float, table: HandlerTable, headers: Mapping[str, str]
-) -> None:
+async def _handshake(ctx: Context, ws: _WebSocket, table: HandlerTable, headers: Mapping[str, str]) -> None:
     """The first command must be ``connect`` with a valid token (or the connect proxy's yes); anything else closes."""
     conn = ctx.conn
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            msg = await ws.receive(timeout=max(0.001, deadline - time.monotonic()))
-        except asyncio.TimeoutError:
-            raise Disconnect(CloseCode.CONNECT_TIMEOUT, "no connect command in time") from None
-        conn.heard = True
-        if msg.type is WSMsgType.PING:
-            await ws.pong(msg.data)
-        elif msg.type is not WSMsgType.PONG:
-            break
+    # The node's one timer for every handshake closes the connection if nothing came in time
+    # (with CONNECT_TIMEOUT): the receive below then returns the close.
+    deadline = ctx.node.connect_deadlines.add(conn)
+    try:
+        while True:
+            msg = await ws.receive()
+            conn.heard = True
+            if msg.type is WSMsgType.PING:
+                await ws.pong(msg.data)
+            elif msg.type is not WSMsgType.PONG:
+                break
+    finally:
+        deadline.cancel()
+    if conn.state is State.CLOSING:
+        # Closed by the server meanwhile (the deadline, a shutdown): its close code stands.
+        raise Disconnect(CloseCode.CONNECT_TIMEOUT, "no connect command in time")
     if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
         raise Disconnect(CloseCode.NORMAL, "closed before connect")
     command_id = None

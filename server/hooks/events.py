@@ -143,14 +143,15 @@ class HookEvents:
     def connected(self, conn: Connection) -> None:
         for listener in self.on_connect:
             listener(conn)
-        self.emit("connect", None, self._who(conn))
+        if self.wants("connect", None):  # every connect passes here: no event dict for nobody
+            self.emit("connect", None, self._who(conn))
 
     def disconnected(self, conn: Connection, code: int | None, reason: str) -> None:
         self._subs.pop(conn.id, None)
         for listener in self.on_disconnect:
             listener(conn)
-        if conn.identity is None:
-            return  # it never connected: nobody was told it came
+        if conn.identity is None or not self.wants("disconnect", None):
+            return  # it never connected (nobody was told it came), or no webhook wants it
         self.emit("disconnect", None, {**self._who(conn), "code": code, "reason": reason})
 
     def subscribed(self, conn: Connection, channel: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from server.expiry import Expiries
+from server.expiry import Deadlines, Expiries
 
 
 class Conn:
@@ -52,3 +52,23 @@ async def test_an_expiry_in_the_past_fires_at_once():
     expiries.add(conn, time.time() - 5)
     await asyncio.sleep(0.05)
     assert conn.expired_at is not None
+
+
+async def test_deadlines_fire_in_order_on_one_timer_and_skip_the_cancelled():
+    loop = asyncio.get_running_loop()
+    fired: list[tuple[int, float]] = []
+    deadlines = Deadlines(loop, 0.1, lambda item: fired.append((item, loop.time())))
+    started = loop.time()
+    entries = [deadlines.add(i) for i in range(5)]
+    entries[2].cancel()
+    assert len(deadlines) == 4
+    await asyncio.sleep(0.05)
+    late = deadlines.add(5)  # the timer, armed for the oldest, is re-armed for the rest after it fires
+    for _ in range(100):
+        if len(fired) == 5:
+            break
+        await asyncio.sleep(0.01)
+    assert [item for item, _ in fired] == [0, 1, 3, 4, 5]
+    assert all(at >= started + 0.1 for _, at in fired[:4])
+    assert fired[4][1] >= late.at
+    assert len(deadlines) == 0 and deadlines._timer is None

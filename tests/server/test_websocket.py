@@ -70,6 +70,33 @@ async def test_connect_must_come_in_time(make_stagewire, tmp_path):
     assert push["code"] == close_code == 4504
 
 
+async def test_pings_do_not_stand_for_connect_and_a_connected_client_outlives_the_deadline(make_stagewire, tmp_path):
+    sw = await make_stagewire(make_settings(tmp_path, client={"connect_timeout": 0.3}))
+    deadlines = sw.app[NODE].connect_deadlines
+    pinging = await sw.raw_client()
+    connected = await sw.client("alice")
+    assert len(deadlines) == 1  # the pinging one; connect cancelled the other's
+    for _ in range(3):
+        await (await pinging.ws.ping())
+    push, close_code = await pinging.recv_disconnect()
+    assert push["code"] == close_code == 4504
+    assert len(deadlines) == 0
+    assert (await connected.call("ping")).get("result") is not None  # past its deadline, still served
+
+
+async def test_a_client_gone_before_connect_leaves_no_deadline(make_stagewire, tmp_path):
+    sw = await make_stagewire(make_settings(tmp_path, client={"connect_timeout": 30}))
+    node = sw.app[NODE]
+    client = await sw.raw_client()
+    assert len(node.connect_deadlines) == 1
+    await client.ws.close()
+    for _ in range(200):
+        if not node.connections:
+            break
+        await asyncio.sleep(0.01)
+    assert not node.connections and len(node.connect_deadlines) == 0
+
+
 async def test_commands_in_the_connect_frame_run_after_it(stagewire):
     token = await stagewire.token("alice")
     client = await stagewire.raw_client()

@@ -24,6 +24,7 @@ the subscription live.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Callable, Collection, Generic, Iterator, Mapping, Protocol, TypeVar
 
 from server import protocol
@@ -87,6 +88,8 @@ class Hub(Generic[S]):
 
         Messages for ``sub`` on ``channel`` are buffered until :meth:`activate`.
         """
+        # One string per channel name, however many subscribers each parsed their own copy of it.
+        channel = sys.intern(channel)
         first = not self.wanted(channel)
         self._pending.setdefault(channel, {})[sub] = []
         sub.subscriptions.add(channel)

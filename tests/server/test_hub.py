@@ -165,3 +165,12 @@ def test_each_group_a_broadcast_reached_is_handed_over_for_flushing_and_a_leaver
     assert touched == [[a, b], [c]], "one hand-over per encoding group, not per subscriber"
     hub.remove(a, "chat:a")
     assert a.writer.scheduled == 1 and b.writer.scheduled == 0
+
+
+def test_subscribers_share_one_string_per_channel_name():
+    hub: Hub[Sub] = Hub()
+    subs = [Sub() for _ in range(3)]
+    for sub in subs:
+        live(hub, sub, "".join(["chat:", "shared"]))  # a string of its own each time, as parsed from a command
+    names = [next(iter(sub.subscriptions)) for sub in subs]
+    assert names[0] == "chat:shared" and all(name is names[0] for name in names)

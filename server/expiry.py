@@ -68,6 +68,10 @@ class Expiries:
             conn.expired()
 
 
+#: Seconds early that :class:`Deadlines` may fire an entry (the loop clock's resolution).
+EARLY = 0.001
+
+
 class Deadline:
     """One entry of :class:`Deadlines`; :meth:`cancel` it once what it waited for came."""
 
@@ -108,7 +112,9 @@ class Deadlines(Generic[T]):
 
     def _fire(self) -> None:
         self._timer = None
-        queue, now = self._queue, self._loop.time()
+        # A loop may run a timer up to its clock's resolution early (uvloop's is a
+        # millisecond): what is due within it is due now, so the timer is not re-armed in a spin.
+        queue, now = self._queue, self._loop.time() + EARLY
         while queue and queue[0].at <= now:
             item = queue.popleft().item
             if item is not None:

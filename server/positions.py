@@ -19,9 +19,11 @@ round trip for every held channel) twice finds the stream ahead of what was
 delivered, which catches a lost publication that nothing follows.
 
 Only when the stream cannot cover the gap (its epoch changed: Redis restarted
-empty or the stream expired; or the gap outran the history) is ``lost``
-called: the node then tells each subscriber to resubscribe with recovery
-(``unsubscribe`` push, code ``RESUBSCRIBE``). Nobody is disconnected.
+empty or the stream expired; the gap outran the history; or the stream is
+behind what was delivered, as after a failover to a Redis replica that had not
+received the last publications) is ``lost`` called: the node then tells each
+subscriber to resubscribe with recovery (``unsubscribe`` push, code
+``RESUBSCRIBE``). Nobody is disconnected.
 
 Pure bookkeeping and one background read per fill; the node supplies the
 callbacks (deliver, read, lost) and the task spawner.
@@ -150,8 +152,10 @@ class ChannelPositions:
     async def check(self) -> None:
         """Compare every held channel's stream position with what was delivered (one batched read)."""
         channels = [c for c, s in self._channels.items() if s.epoch is not None and s.waiting is None]
+        # What was delivered as the reads went out: more may be delivered while they are on their way.
+        delivered = [self._channels[c].offset for c in channels]
         results = await asyncio.gather(*(self._position(c) for c in channels), return_exceptions=True)
-        for channel, top in zip(channels, results):
+        for channel, top, sent_at in zip(channels, results, delivered):
             state = self._channels.get(channel)
             if state is None or state.waiting is not None or state.epoch is None:
                 continue
@@ -159,8 +163,8 @@ class ChannelPositions:
                 if not isinstance(top, BrokerUnavailable):
                     log.warning("position check of %s failed: %r", channel, top)
                 continue
-            if top.epoch != state.epoch:
-                self._fill(channel, state, [])  # the fill finds the epoch changed and says so
+            if top.epoch != state.epoch or top.offset < sent_at:
+                self._fill(channel, state, [])  # the fill finds the epoch changed, or the stream behind, and says so
             elif top.offset <= state.offset:
                 state.ahead = None
             elif state.ahead is not None and state.offset < state.ahead:
@@ -211,6 +215,14 @@ class ChannelPositions:
                 return  # released meanwhile
             if top.epoch != state.epoch:
                 log.warning("channel %s: its stream was reset (epoch %s -> %s)", channel, state.epoch, top.epoch)
+                self._reset(channel, state, top)
+                return
+            if top.offset < state.offset:
+                # Behind what was delivered, in the same epoch: a Redis replica promoted before it
+                # had the last publications. Their offsets will be used again, by new ones that
+                # must not be taken for what was delivered.
+                log.warning("channel %s: its stream went back from offset %d to %d (publications lost "
+                            "with a failed-over Redis master)", channel, state.offset, top.offset)
                 self._reset(channel, state, top)
                 return
             missed = [p for p in pubs if p.offset > state.offset]

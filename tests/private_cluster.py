@@ -54,6 +54,7 @@ class PrivateCluster:
         self.bus_ports = [_free_port() for _ in range(MASTERS)]
         self.nodes = [f"127.0.0.1:{port}" for port in self.ports]
         self.procs: list[subprocess.Popen[bytes]] = []
+        self._proc_of: dict[int, subprocess.Popen[bytes]] = {}  # by port
         self.replicas: list[int] = []
 
     def start(self) -> None:
@@ -127,6 +128,40 @@ class PrivateCluster:
         for port in self.ports:
             self._wait(port, lambda info: "cluster_state:ok" in info)
 
+    def kill_master(self, master: int) -> int:
+        """SIGKILL the master on port ``master`` and wait until its replica took its slots; the replica's port.
+
+        No ``CLUSTER FAILOVER``: the replica and the other masters must notice
+        the death themselves (``cluster-node-timeout``) and hold an election,
+        as after a crash. The dead node stays down.
+        """
+        master_id = self._node_id(master)
+        replica = next(port for port in self.replicas if master_id in self._replica_of(port))
+        proc = self._proc_of.pop(master)
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + START_TIMEOUT
+        alive = [port for port in self.ports + self.replicas if port != master]
+        while not all(replica in self._masters_now(node) for node in alive):
+            if time.monotonic() > deadline:
+                raise AssertionError("the replica was never promoted")
+            time.sleep(0.05)
+        self.ports[self.ports.index(master)] = replica
+        self.replicas.remove(replica)
+        for port in self.ports:
+            self._wait(port, lambda info: "cluster_state:ok" in info)
+        return replica
+
+    def _node_id(self, port: int) -> str:
+        with SyncRedis(host="127.0.0.1", port=port, socket_timeout=5) as client:
+            return _text(client.execute_command("CLUSTER", "MYID"))
+
+    def _replica_of(self, port: int) -> str:
+        """The ``CLUSTER NODES`` line of the node on ``port`` itself (names its master)."""
+        with SyncRedis(host="127.0.0.1", port=port, socket_timeout=5) as client:
+            nodes = _text(client.execute_command("CLUSTER", "NODES"))
+        return next(line for line in nodes.splitlines() if "myself" in line)
+
     def restart_empty(self) -> None:
         """SIGKILL every node and start it again on its ports, with its cluster config and no data.
 
@@ -137,6 +172,7 @@ class PrivateCluster:
             proc.kill()
             proc.wait()
         self.procs = []
+        self._proc_of = {}
         for port, bus_port in zip(self.ports, self.bus_ports):
             self._spawn(port, bus_port)
         for port in self.ports:
@@ -149,13 +185,14 @@ class PrivateCluster:
         return {int(entry[2][1]) for entry in slots}
 
     def _spawn(self, port: int, bus_port: int) -> None:
-        self.procs.append(subprocess.Popen(
+        self._proc_of[port] = proc = subprocess.Popen(
             [self.server, "--port", str(port), "--cluster-port", str(bus_port), "--bind", "127.0.0.1",
              "--cluster-enabled", "yes", "--cluster-config-file", str(self.directory / f"nodes-{port}.conf"),
              "--cluster-node-timeout", "2000", "--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "0",
              "--dir", str(self.directory), "--logfile", str(self.directory / f"redis-{port}.log")],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        ))
+        )
+        self.procs.append(proc)
 
     def client(self, port: int) -> Redis:
         """A plain client of one node (not cluster-aware), for the test to look or act."""

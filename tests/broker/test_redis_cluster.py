@@ -21,6 +21,7 @@ from server.broker.redis import RedisBroker
 from server.broker.redis_client import RedisClient
 from server.broker.redis_cluster import slot_masters
 from server.config import BrokerSettings
+from server.errors import BrokerUnavailable
 from tests.broker.conformance import BrokerConformance, RecordingHandler
 from tests.private_cluster import PrivateCluster, prefix, private_cluster  # noqa: F401
 
@@ -155,6 +156,11 @@ async def test_publications_during_a_slot_move_are_never_skipped_without_a_gap_f
         await private_cluster.move_slot(slot, source)
 
 
+async def until(check: Callable[[], Any]) -> None:
+    while not await check():
+        await asyncio.sleep(0.01)
+
+
 async def wait_for_offset(handler: RecordingHandler, offset: int) -> None:
     async def poll() -> None:
         while not handler.publications or handler.publications[-1].offset < offset:
@@ -222,6 +228,59 @@ async def test_a_failover_moves_channels_to_the_promoted_replica(own_cluster, pr
         assert position.offset == 2  # the replica had the channel's keys
         await wait_for_offset(handler, 2)
         assert handler.events == [1, "gap", 2]
+    finally:
+        await asyncio.gather(*(broker.close() for broker in brokers))
+        await asyncio.gather(*(client.close() for client in clients))
+
+
+async def test_a_master_killed_its_replica_promoted_the_channel_carries_on_there(own_cluster, prefix, channel):
+    """A crash, not a handover: the master SIGKILLed, its replica elected by the cluster.
+
+    Until the election, publishes to the slot fail (the broker says so) and the
+    subscription cannot be held anywhere; then both move to the promoted
+    replica by themselves, the gap is reported before anything after it, and
+    the channel's numbering goes on from what the replica had.
+    """
+    cluster = own_cluster
+    brokers: list[RedisBroker] = []
+    clients: list[RedisClient] = []
+    try:
+        async def make(handler: RecordingHandler) -> RedisBroker:
+            clients.append(RedisClient(BrokerSettings(
+                backend="redis", cluster_nodes=tuple(cluster.nodes), prefix=prefix, **FAST)))
+            brokers.append(RedisBroker(clients[-1]))
+            await brokers[-1].start(handler)
+            return brokers[-1]
+
+        handler = OrderedHandler()
+        subscriber, publisher = await make(handler), await make(RecordingHandler())
+        await subscriber.subscribe(channel)
+        name = f"{prefix}.pub.{{{channel}}}"
+        master = await cluster.owner(key_slot(name.encode()))
+        replica = await asyncio.to_thread(cluster.add_replica, master)
+        await publisher.publish(channel, "before")
+        await handler.wait_for("publications", 1)
+        async with cluster.client(replica) as client:  # the replica has it before the crash
+            await client.execute_command("READONLY")
+            await asyncio.wait_for(until(lambda: client.exists(f"{prefix}.meta.{{{channel}}}")), 5)
+
+        assert await asyncio.to_thread(cluster.kill_master, master) == replica
+        assert await cluster.owner(key_slot(name.encode())) == replica
+        # The subscription is held on the promoted replica, and the gap reported, by themselves.
+        await handler.wait_for("gaps", 1, timeout=20)
+        assert await shard_subscribers(cluster, replica, name) == 1
+        deadline = asyncio.get_running_loop().time() + 20
+        while True:
+            try:
+                position = await publisher.publish(channel, "after")
+                break
+            except BrokerUnavailable:  # the publisher's slot map may still name the dead master
+                assert asyncio.get_running_loop().time() < deadline, "publishes never reached the promoted replica"
+                await asyncio.sleep(0.1)
+        assert position.offset == 2  # numbered after what the replica had
+        await wait_for_offset(handler, 2)
+        assert handler.events == [1, "gap", 2]
+        assert subscriber.healthy and publisher.healthy
     finally:
         await asyncio.gather(*(broker.close() for broker in brokers))
         await asyncio.gather(*(client.close() for client in clients))

@@ -44,6 +44,17 @@ async def test_epoch_change_means_not_recovered_and_no_replay(stagewire):
     assert result["recovered"] is False and result["publications"] == []
 
 
+async def test_a_client_ahead_of_the_stream_is_not_recovered(stagewire):
+    """It holds offsets the stream does not have (a failed-over Redis master lost them): they will be used again."""
+    client = await stagewire.client("alice")
+    sub = await client.result("subscribe", channel="news:back")
+    await client.result("unsubscribe", channel="news:back")
+    await publish(stagewire, "news:back", 1)
+    result = await client.result("subscribe", channel="news:back", recover=True, offset=3, epoch=sub["epoch"])
+    assert result["recovered"] is False and result["publications"] == []
+    assert result["offset"] == 1 and result["epoch"] == sub["epoch"]
+
+
 async def test_gap_larger_than_history_is_not_recovered_at_all(make_stagewire, tmp_path):
     namespaces = {"small": {"publish": "server", "history_size": 3}}
     sw = await make_stagewire(make_settings(tmp_path, namespaces=namespaces))

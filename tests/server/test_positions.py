@@ -22,7 +22,7 @@ CHANNEL = "room:a"
 class Node:
     """What the positions call: deliveries and lost channels recorded, reads from the broker."""
 
-    def __init__(self, broker: MemoryBroker) -> None:
+    def __init__(self, broker: MemoryBroker, position: Any = None) -> None:
         self.broker = broker
         self.delivered: list[int] = []
         self.lost: list[str] = []
@@ -30,7 +30,7 @@ class Node:
         self.positions = ChannelPositions(
             lambda pub: self.delivered.append(pub.offset),
             lambda channel, since: broker.history(channel, since=since, limit=HISTORY.size),
-            broker.position, self.lost.append, self.spawn,
+            position or broker.position, self.lost.append, self.spawn,
         )
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
@@ -134,3 +134,60 @@ async def test_a_subscriber_goes_live_only_once_its_position_was_delivered(node)
     assert live == []
     node.positions.on_publication(pubs[2])
     assert live == ["now"]
+
+
+def lost_with_the_master(pubs: list[Publication], count: int) -> list[Publication]:
+    """``count`` publications after ``pubs`` that pub/sub delivered and the stream no longer has.
+
+    As when a Redis master dies before its replica received its last
+    publications: the promoted replica numbers the next ones from its own top.
+    """
+    last = pubs[-1]
+    return [Publication(CHANNEL, last.offset + 1 + i, last.epoch, f"lost {i}") for i in range(count)]
+
+
+async def test_a_stream_gone_back_tells_the_subscribers_and_delivers_the_offsets_used_again(node):
+    node.positions.hold(CHANNEL)
+    pubs = await publish(node, 3)
+    for pub in pubs + lost_with_the_master(pubs, 2):
+        node.positions.on_publication(pub)
+    assert node.delivered == [1, 2, 3, 4, 5]
+    node.positions.on_gap([CHANNEL])  # the subscription moved to the promoted replica: its stream ends at 3
+    await node.settle()
+    assert node.lost == [CHANNEL] and node.positions.resets == 1
+    for pub in await publish(node, 2):  # numbered 4 and 5 again by the replica
+        node.positions.on_publication(pub)
+    assert node.delivered == [1, 2, 3, 4, 5, 4, 5]  # the new ones are not taken for duplicates
+
+
+async def test_the_position_check_finds_a_stream_gone_back(node):
+    node.positions.hold(CHANNEL)
+    pubs = await publish(node, 2)
+    for pub in pubs + lost_with_the_master(pubs, 1):
+        node.positions.on_publication(pub)
+    await node.positions.check()  # no gap was reported: the check sees the stream behind
+    await node.settle()
+    assert node.lost == [CHANNEL]
+    node.positions.on_publication((await publish(node, 1))[0])
+    assert node.delivered == [1, 2, 3, 3]
+
+
+async def test_what_is_delivered_while_the_check_reads_is_not_taken_for_a_stream_behind():
+    broker, read, answer = MemoryBroker(), asyncio.Event(), asyncio.Event()
+
+    async def slow_position(channel: str) -> Any:
+        top = await broker.position(channel)
+        read.set()
+        await answer.wait()  # the reply is on its way while 2 is delivered
+        return top
+
+    node = Node(broker, slow_position)
+    node.positions.hold(CHANNEL)
+    node.positions.on_publication((await publish(node, 1))[0])
+    checking = asyncio.create_task(node.positions.check())
+    await read.wait()
+    node.positions.on_publication((await publish(node, 1))[0])
+    answer.set()
+    await checking
+    await node.settle()
+    assert node.delivered == [1, 2] and node.positions.fills == 0 and node.lost == []

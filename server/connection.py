@@ -21,7 +21,7 @@ import logging
 import math
 import secrets
 import time
-from typing import Any, Callable, Coroutine, Mapping
+from typing import Any, Callable, Collection, Coroutine, Mapping
 
 from aiohttp import web
 
@@ -84,7 +84,8 @@ class Connection:
         self.remote = remote
         self.state = State.CONNECTING
         self.identity: Identity | None = None
-        self.subscriptions: set[str] = set()
+        # Its channels, kept by the hub: a tuple while few (server.hub.with_channel).
+        self.subscriptions: Collection[str] = ()
         self.writer = Writer(
             transport,
             flusher,

@@ -52,14 +52,35 @@ class Subscriber(Protocol):
     @property
     def writer(self) -> Output: ...
 
-    @property
-    def subscriptions(self) -> set[str]: ...
+    #: Its channels, kept by the hub (:func:`with_channel`): a tuple while there are few, then a set.
+    subscriptions: Collection[str]
 
     def send(self, message: Mapping[str, Any]) -> None: ...
 
 
 Enqueue = Callable[[bytes], None]
 S = TypeVar("S", bound=Subscriber)
+
+#: Up to this many channels a subscriber's are a tuple (48 bytes for one, where a set
+#: takes 216 even for one); beyond it, a set, whose look-ups stay constant.
+SMALL = 8
+
+
+def with_channel(channels: Collection[str], channel: str) -> Collection[str]:
+    """``channels`` and ``channel``, as the smallest fit (which may be ``channels`` itself)."""
+    if isinstance(channels, set):
+        channels.add(channel)
+        return channels
+    if channel in channels:
+        return channels
+    return (*channels, channel) if len(channels) < SMALL else {*channels, channel}
+
+
+def without_channel(channels: Collection[str], channel: str) -> Collection[str]:
+    if isinstance(channels, set):
+        channels.discard(channel)
+        return channels
+    return tuple(c for c in channels if c != channel) if channel in channels else channels
 
 
 def _untouched(group: Collection[Any]) -> None:
@@ -92,7 +113,7 @@ class Hub(Generic[S]):
         channel = sys.intern(channel)
         first = not self.wanted(channel)
         self._pending.setdefault(channel, {})[sub] = []
-        sub.subscriptions.add(channel)
+        sub.subscriptions = with_channel(sub.subscriptions, channel)
         return first
 
     def activate(self, sub: S, channel: str, covered_offset: int) -> None:
@@ -116,7 +137,7 @@ class Hub(Generic[S]):
 
     def remove(self, sub: S, channel: str) -> bool:
         """Remove one subscription; True when ``channel`` has no local subscriber left."""
-        sub.subscriptions.discard(channel)
+        sub.subscriptions = without_channel(sub.subscriptions, channel)
         pending = self._pending.get(channel)
         if pending is not None:
             pending.pop(sub, None)

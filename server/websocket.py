@@ -67,15 +67,17 @@ def origin_allowed(request: web.Request, allowed: tuple[str, ...]) -> bool:
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
     # No middleware frame stays for a connection's life (logs.SELF_LOGGED): the
-    # request id and the line of a refused upgrade are this handler's own.
-    logs.request_id.set(logs.new_request_id())
+    # line of a refused upgrade, and its request id, are this handler's own.
+    # An accepted one logs none: from the upgrade on, its lines name the connection.
     started = time.perf_counter()
     try:
         ws = await _upgrade(request)
     except web.HTTPException as exc:
+        logs.request_id.set(logs.new_request_id())
         logs.log_request(request, exc.status, started)
         raise
     except BaseException:
+        logs.request_id.set(logs.new_request_id())
         logs.log_request(request, 500, started)
         raise
     # The connection's life, in this frame: connect, the read loop, the cleanup.
@@ -92,12 +94,11 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     ctx = Context(conn, node, request.app[AUTH])
     table = request.app[HANDLER_TABLE]
     try:
-        http_request = logs.request_id.get()
         try:
             await _handshake(ctx, ws, table, request.headers)
         finally:
             node.handshaking -= 1
-        logs.request_id.set(http_request)
+            logs.request_id.set(None)  # the connect command's; each later command sets its own
         async for msg in ws:
             conn.heard = True
             if conn.state is State.CLOSING:

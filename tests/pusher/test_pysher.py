@@ -41,7 +41,7 @@ async def test_pysher_subscribes_to_public_private_and_presence_channels(pusher_
         native = await pusher_app.client("nat")
         await native.result("subscribe", channel=f"{NAMESPACE}:presence-p")
         await wait_for(lambda: len(pusher_app.app[PUSHER].connections) == 1 and all(
-            c.subscriptions >= {f"{NAMESPACE}:plain", f"{NAMESPACE}:private-p", f"{NAMESPACE}:presence-p"}
+            set(c.subscriptions) >= {f"{NAMESPACE}:plain", f"{NAMESPACE}:private-p", f"{NAMESPACE}:presence-p"}
             for c in pusher_app.app[PUSHER].connections.values()))
         for name in ("plain", "private-p", "presence-p"):
             await pusher_app.api("POST", "/api/publish", {"channel": f"{NAMESPACE}:{name}", "data": {"to": name},

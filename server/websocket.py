@@ -87,7 +87,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     if transport is None:
         node.handshaking -= 1
         return ws
-    conn = node.connect(ws, transport, protocol.encoding_for(ws.ws_protocol), request.remote)
+    conn = node.connect(ws, transport, protocol.encoding_for(ws.ws_protocol), peer_address(transport))
     ws.connection = conn
     # Every line logged by this task (commands, handlers) now names the connection.
     logs.conn_id.set(conn.id)
@@ -131,6 +131,19 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
                     "user": conn.identity.username if conn.identity else None,
                 })
     return ws
+
+
+def peer_address(transport: asyncio.BaseTransport) -> str | None:
+    """``request.remote``, read from the transport.
+
+    ``request.remote`` keeps its answer in the request's cache, and a
+    WebSocket's request lives as long as the connection: one entry more there
+    grows every connection's cache to its next size.
+    """
+    peer = transport.get_extra_info("peername")
+    if isinstance(peer, (list, tuple)):
+        return str(peer[0])
+    return None if peer is None else str(peer)
 
 
 def _break_cycles(ws: _WebSocket) -> None:

@@ -22,7 +22,7 @@ import orjson
 from aiohttp import web
 
 from server.errors import CommandError, ErrorCode, StagewireError
-from server.ops.logs import SELF_LOGGED
+from server.ops.logs import self_logged
 
 log = logging.getLogger("stagewire.api")
 
@@ -94,7 +94,7 @@ def error_middleware(request: web.Request, handler: Handler) -> Awaitable[web.St
     ``/ws`` goes straight to its handler: it answers its own refusals, and a
     frame of this middleware would be kept for the connection's whole life.
     """
-    if request.path in SELF_LOGGED:
+    if self_logged(request):
         return handler(request)
     return _answer_errors(request, handler)
 

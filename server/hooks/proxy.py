@@ -133,7 +133,11 @@ class BackendProxy:
     async def authenticate(
         self, auth: Authenticator, conn: Connection, headers: Mapping[str, str], token: str | None, data: Any
     ) -> Connected:
-        forwarded = {name: value for name, value in headers.items() if name.lower() in self._allowed}
+        # Copied only where a proxy call will send them: a connect with a token reads no header.
+        forwarded = (
+            {name: value for name, value in headers.items() if name.lower() in self._allowed}
+            if self._allowed and (token is None or self._keeps_headers) else {}
+        )
         if token is not None:
             if not self.settings.tokens:
                 raise CommandError(ErrorCode.UNAUTHORIZED, "connect without a token: the backend's session decides")

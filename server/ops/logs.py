@@ -133,6 +133,16 @@ def new_request_id() -> str:
 SELF_LOGGED = frozenset({"/ws"})
 
 
+def self_logged(request: web.Request) -> bool:
+    """Whether ``request`` is for a path of :data:`SELF_LOGGED`.
+
+    Read from the URL's path as routing left it (``path_safe``), not from
+    ``request.path``: each request property read is kept in the request's
+    cache, and a WebSocket's request lives as long as the connection.
+    """
+    return request.rel_url.path_safe in SELF_LOGGED
+
+
 @web.middleware
 def request_log_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -143,7 +153,7 @@ def request_log_middleware(
     :func:`log_request`): this middleware's frame would otherwise be kept
     for the whole life of every WebSocket connection.
     """
-    if request.path in SELF_LOGGED:
+    if self_logged(request):
         return handler(request)
     return _logged(request, handler)
 

@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test typecheck install bench bench-connect bench-restart bench-scale fuzz fuzz-ws fuzz-pusher fuzz-sse fuzz-http soak chaos chaos-redis chaos-node slow-clients clean
+.PHONY: run test typecheck install bench bench-connect bench-connect-calls bench-restart bench-scale fuzz fuzz-ws fuzz-pusher fuzz-sse fuzz-http soak chaos chaos-redis chaos-node slow-clients clean
 
 # Reinstalled whenever either project's metadata changes (the client is a
 # separate distribution in client/, installed editable beside the server).
@@ -34,6 +34,10 @@ bench: $(STAMP)
 # Connects+auths+subscribes per second beside the bare prototype; a 10,000-client restart.
 bench-connect: $(STAMP)
 	$(BIN)/python -m bench.connect --clients 1000 --inflight 100 --rounds 3
+
+# Function calls per connect under cProfile: a cost figure that does not drift with the machine.
+bench-connect-calls: $(STAMP)
+	$(BIN)/python -m bench.connect_calls --clients 1000 --top 15
 
 bench-restart: $(STAMP)
 	$(BIN)/python -m bench.restart --clients 10000

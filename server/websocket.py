@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import pydantic
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -22,6 +22,10 @@ from server.connection import Connection, State
 from server.dispatch import Context, HandlerTable, Params, dispatch_frame, run_messages, validation_error
 from server.errors import CloseCode, CommandError, Disconnect, ErrorCode, ProtocolError, StagewireError
 from server.hooks.subscriptions import server_subscribe
+
+if TYPE_CHECKING:
+    from server.config import Settings
+    from server.node import Node
 
 log = logging.getLogger("stagewire.websocket")
 
@@ -70,8 +74,10 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     # line of a refused upgrade, and its request id, are this handler's own.
     # An accepted one logs none: from the upgrade on, its lines name the connection.
     started = time.perf_counter()
+    app = request.app
+    node = app[NODE]
     try:
-        ws = await _upgrade(request)
+        ws = await _upgrade(request, app[SETTINGS], node)
     except web.HTTPException as exc:
         logs.request_id.set(logs.new_request_id())
         logs.log_request(request, exc.status, started)
@@ -81,8 +87,6 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         logs.log_request(request, 500, started)
         raise
     # The connection's life, in this frame: connect, the read loop, the cleanup.
-    settings = request.app[SETTINGS]
-    node = request.app[NODE]
     transport = request.transport
     if transport is None:
         node.handshaking -= 1
@@ -91,8 +95,8 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     ws.connection = conn
     # Every line logged by this task (commands, handlers) now names the connection.
     logs.conn_id.set(conn.id)
-    ctx = Context(conn, node, request.app[AUTH])
-    table = request.app[HANDLER_TABLE]
+    ctx = Context(conn, node, app[AUTH])
+    table = app[HANDLER_TABLE]
     try:
         try:
             await _handshake(ctx, ws, table, request.headers)
@@ -165,10 +169,8 @@ def _break_cycles(ws: _WebSocket) -> None:
         seen += 1
 
 
-async def _upgrade(request: web.Request) -> _WebSocket:
+async def _upgrade(request: web.Request, settings: Settings, node: Node) -> _WebSocket:
     """The checks before the upgrade, then the upgrade; an HTTP error for a refusal."""
-    settings = request.app[SETTINGS]
-    node = request.app[NODE]
     if not origin_allowed(request, settings.server.allowed_origins):
         raise web.HTTPForbidden(text="origin not allowed")
     if node.shutting_down:

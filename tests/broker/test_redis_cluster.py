@@ -36,23 +36,31 @@ def channel() -> str:
     return f"test:ch{next(_ids)}"
 
 
+class Brokers:
+    """The brokers of one test: separate nodes, each with a cluster client of its own; all closed after it."""
+
+    def __init__(self, cluster_nodes: tuple[str, ...], prefix: str) -> None:
+        self.cluster_nodes, self.prefix = cluster_nodes, prefix
+        self.brokers: list[RedisBroker] = []
+        self.clients: list[RedisClient] = []
+
+    async def make(self, handler: RecordingHandler, **overrides: Any) -> RedisBroker:
+        options = {"cluster_nodes": self.cluster_nodes, "prefix": self.prefix, **FAST, **overrides}
+        self.clients.append(RedisClient(BrokerSettings(backend="redis", **options)))
+        self.brokers.append(RedisBroker(self.clients[-1]))
+        await self.brokers[-1].start(handler)
+        return self.brokers[-1]
+
+    async def close(self) -> None:
+        await asyncio.gather(*(broker.close() for broker in self.brokers))
+        await asyncio.gather(*(client.close() for client in self.clients))
+
+
 @pytest.fixture
 async def make_broker(private_cluster: PrivateCluster, prefix: str) -> AsyncIterator[Callable[..., Any]]:
-    brokers: list[RedisBroker] = []
-    clients: list[RedisClient] = []
-
-    async def make(handler: RecordingHandler, **overrides: Any) -> RedisBroker:
-        options = {"cluster_nodes": (private_cluster.nodes[0],), "prefix": prefix, **FAST, **overrides}
-        client = RedisClient(BrokerSettings(backend="redis", **options))
-        clients.append(client)
-        broker = RedisBroker(client)
-        brokers.append(broker)
-        await broker.start(handler)
-        return broker
-
-    yield make
-    await asyncio.gather(*(broker.close() for broker in brokers))
-    await asyncio.gather(*(client.close() for client in clients))
+    brokers = Brokers((private_cluster.nodes[0],), prefix)
+    yield brokers.make
+    await brokers.close()
 
 
 class TestRedisClusterBrokerConformance(BrokerConformance):
@@ -181,8 +189,17 @@ def own_cluster(tmp_path):
         cluster.close()
 
 
+@pytest.fixture
+async def own_brokers(own_cluster: PrivateCluster, prefix: str) -> AsyncIterator[Brokers]:
+    """Brokers on ``own_cluster``, knowing all of its nodes."""
+    brokers = Brokers(tuple(own_cluster.nodes), prefix)
+    yield brokers
+    await brokers.close()
+
+
 @pytest.mark.parametrize("map_loads", ["live", "frozen"])
-async def test_a_failover_moves_channels_to_the_promoted_replica(own_cluster, prefix, channel, map_loads, monkeypatch):
+async def test_a_failover_moves_channels_to_the_promoted_replica(
+        own_cluster, own_brokers, prefix, channel, map_loads, monkeypatch):
     """The subscription ends up on the new master, even when the reloaded slot map still names the old one.
 
     ``frozen``: the subscriber's slot-map reloads keep the map from before the
@@ -191,49 +208,37 @@ async def test_a_failover_moves_channels_to_the_promoted_replica(own_cluster, pr
     subscription back.
     """
     cluster = own_cluster
-    brokers: list[RedisBroker] = []
-    clients: list[RedisClient] = []
-    try:
-        async def make(handler: RecordingHandler) -> RedisBroker:
-            clients.append(RedisClient(BrokerSettings(
-                backend="redis", cluster_nodes=tuple(cluster.nodes), prefix=prefix, **FAST)))
-            brokers.append(RedisBroker(clients[-1]))
-            await brokers[-1].start(handler)
-            return brokers[-1]
+    handler = OrderedHandler()
+    subscriber, publisher = await own_brokers.make(handler), await own_brokers.make(RecordingHandler())
+    await subscriber.subscribe(channel)
+    await publisher.publish(channel, "before")
+    await handler.wait_for("publications", 1)
+    if map_loads == "frozen":
+        frozen, reload = own_brokers.clients[0].cluster.nodes_manager, NodesManager.initialize
 
-        handler = OrderedHandler()
-        subscriber, publisher = await make(handler), await make(RecordingHandler())
-        await subscriber.subscribe(channel)
-        await publisher.publish(channel, "before")
-        await handler.wait_for("publications", 1)
-        if map_loads == "frozen":
-            frozen, reload = clients[0].cluster.nodes_manager, NodesManager.initialize
+        async def initialize(self: NodesManager, *args: Any, **kwargs: Any) -> None:
+            if self is not frozen:
+                await reload(self, *args, **kwargs)
+        monkeypatch.setattr(NodesManager, "initialize", initialize)
+    name = f"{prefix}.pub.{{{channel}}}"
+    master = await cluster.owner(key_slot(name.encode()))
+    replica = await asyncio.to_thread(cluster.add_replica, master)
+    await asyncio.to_thread(cluster.failover, replica)
+    assert await cluster.owner(key_slot(name.encode())) == replica
 
-            async def initialize(self: NodesManager, *args: Any, **kwargs: Any) -> None:
-                if self is not frozen:
-                    await reload(self, *args, **kwargs)
-            monkeypatch.setattr(NodesManager, "initialize", initialize)
-        name = f"{prefix}.pub.{{{channel}}}"
-        master = await cluster.owner(key_slot(name.encode()))
-        replica = await asyncio.to_thread(cluster.add_replica, master)
-        await asyncio.to_thread(cluster.failover, replica)
-        assert await cluster.owner(key_slot(name.encode())) == replica
-
-        # The old master, now a replica, dropped the subscription: the node
-        # subscribes on the new master and reports the gap before anything else.
-        await handler.wait_for("gaps", 1)
-        assert await shard_subscribers(cluster, replica, name) == 1
-        assert await shard_subscribers(cluster, master, name) == 0
-        position = await publisher.publish(channel, "after")  # the first command may find the old master
-        assert position.offset == 2  # the replica had the channel's keys
-        await wait_for_offset(handler, 2)
-        assert handler.events == [1, "gap", 2]
-    finally:
-        await asyncio.gather(*(broker.close() for broker in brokers))
-        await asyncio.gather(*(client.close() for client in clients))
+    # The old master, now a replica, dropped the subscription: the node
+    # subscribes on the new master and reports the gap before anything else.
+    await handler.wait_for("gaps", 1)
+    assert await shard_subscribers(cluster, replica, name) == 1
+    assert await shard_subscribers(cluster, master, name) == 0
+    position = await publisher.publish(channel, "after")  # the first command may find the old master
+    assert position.offset == 2  # the replica had the channel's keys
+    await wait_for_offset(handler, 2)
+    assert handler.events == [1, "gap", 2]
 
 
-async def test_a_master_killed_its_replica_promoted_the_channel_carries_on_there(own_cluster, prefix, channel):
+async def test_a_master_killed_its_replica_promoted_the_channel_carries_on_there(
+        own_cluster, own_brokers, prefix, channel):
     """A crash, not a handover: the master SIGKILLed, its replica elected by the cluster.
 
     Until the election, publishes to the slot fail (the broker says so) and the
@@ -242,48 +247,35 @@ async def test_a_master_killed_its_replica_promoted_the_channel_carries_on_there
     the channel's numbering goes on from what the replica had.
     """
     cluster = own_cluster
-    brokers: list[RedisBroker] = []
-    clients: list[RedisClient] = []
-    try:
-        async def make(handler: RecordingHandler) -> RedisBroker:
-            clients.append(RedisClient(BrokerSettings(
-                backend="redis", cluster_nodes=tuple(cluster.nodes), prefix=prefix, **FAST)))
-            brokers.append(RedisBroker(clients[-1]))
-            await brokers[-1].start(handler)
-            return brokers[-1]
+    handler = OrderedHandler()
+    subscriber, publisher = await own_brokers.make(handler), await own_brokers.make(RecordingHandler())
+    await subscriber.subscribe(channel)
+    name = f"{prefix}.pub.{{{channel}}}"
+    master = await cluster.owner(key_slot(name.encode()))
+    replica = await asyncio.to_thread(cluster.add_replica, master)
+    await publisher.publish(channel, "before")
+    await handler.wait_for("publications", 1)
+    async with cluster.client(replica) as client:  # the replica has it before the crash
+        await client.execute_command("READONLY")
+        await asyncio.wait_for(until(lambda: client.exists(f"{prefix}.meta.{{{channel}}}")), 5)
 
-        handler = OrderedHandler()
-        subscriber, publisher = await make(handler), await make(RecordingHandler())
-        await subscriber.subscribe(channel)
-        name = f"{prefix}.pub.{{{channel}}}"
-        master = await cluster.owner(key_slot(name.encode()))
-        replica = await asyncio.to_thread(cluster.add_replica, master)
-        await publisher.publish(channel, "before")
-        await handler.wait_for("publications", 1)
-        async with cluster.client(replica) as client:  # the replica has it before the crash
-            await client.execute_command("READONLY")
-            await asyncio.wait_for(until(lambda: client.exists(f"{prefix}.meta.{{{channel}}}")), 5)
-
-        assert await asyncio.to_thread(cluster.kill_master, master) == replica
-        assert await cluster.owner(key_slot(name.encode())) == replica
-        # The subscription is held on the promoted replica, and the gap reported, by themselves.
-        await handler.wait_for("gaps", 1, timeout=20)
-        assert await shard_subscribers(cluster, replica, name) == 1
-        deadline = asyncio.get_running_loop().time() + 20
-        while True:
-            try:
-                position = await publisher.publish(channel, "after")
-                break
-            except BrokerUnavailable:  # the publisher's slot map may still name the dead master
-                assert asyncio.get_running_loop().time() < deadline, "publishes never reached the promoted replica"
-                await asyncio.sleep(0.1)
-        assert position.offset == 2  # numbered after what the replica had
-        await wait_for_offset(handler, 2)
-        assert handler.events == [1, "gap", 2]
-        assert subscriber.healthy and publisher.healthy
-    finally:
-        await asyncio.gather(*(broker.close() for broker in brokers))
-        await asyncio.gather(*(client.close() for client in clients))
+    assert await asyncio.to_thread(cluster.kill_master, master) == replica
+    assert await cluster.owner(key_slot(name.encode())) == replica
+    # The subscription is held on the promoted replica, and the gap reported, by themselves.
+    await handler.wait_for("gaps", 1, timeout=20)
+    assert await shard_subscribers(cluster, replica, name) == 1
+    deadline = asyncio.get_running_loop().time() + 20
+    while True:
+        try:
+            position = await publisher.publish(channel, "after")
+            break
+        except BrokerUnavailable:  # the publisher's slot map may still name the dead master
+            assert asyncio.get_running_loop().time() < deadline, "publishes never reached the promoted replica"
+            await asyncio.sleep(0.1)
+    assert position.offset == 2  # numbered after what the replica had
+    await wait_for_offset(handler, 2)
+    assert handler.events == [1, "gap", 2]
+    assert subscriber.healthy and publisher.healthy
 
 
 async def shard_subscribers(cluster: PrivateCluster, port: int, name: str) -> int:

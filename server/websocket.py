@@ -78,13 +78,9 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     node = app[NODE]
     try:
         ws = await _upgrade(request, app[SETTINGS], node)
-    except web.HTTPException as exc:
+    except BaseException as exc:
         logs.request_id.set(logs.new_request_id())
-        logs.log_request(request, exc.status, started)
-        raise
-    except BaseException:
-        logs.request_id.set(logs.new_request_id())
-        logs.log_request(request, 500, started)
+        logs.log_request(request, exc.status if isinstance(exc, web.HTTPException) else 500, started)
         raise
     # The connection's life, in this frame: connect, the read loop, the cleanup.
     transport = request.transport

@@ -100,8 +100,19 @@ class HasWriter(Protocol):
     def writer(self) -> Writer: ...
 
 
+#: Bytes one flush hands to transports at most, give or take a chunk of writers
+#: (each a frame): the writers past it wait for the next loop iteration, after
+#: the writers marked meanwhile. A fan-out of large payloads to a thousand
+#: sockets costs the kernel tens of milliseconds; in slices, the other clients'
+#: reads and writes go in between.
+FLUSH_BUDGET = 1 << 20
+#: Writers flushed between two looks at the budget.
+FLUSH_CHUNK = 16
+
 #: Seconds between two looks at the writers whose transport was backed up.
 RECHECK_DELAY = 0.01
+#: Held writers looked at in one loop iteration.
+RECHECK_CHUNK = 256
 
 #: Slow clients' transports aborted together at most (each teardown costs tens of µs) ...
 ABORTS_PER_BATCH = 10
@@ -137,6 +148,13 @@ class FlushScheduler:
     encoding), once per flush however many publications they got, and the
     flush walks them.
 
+    One flush writes at most :data:`FLUSH_BUDGET` bytes: the writers past it
+    wait for the next loop iteration, so that a fan-out of large payloads to
+    a thousand sockets (tens of milliseconds of kernel copies) does not hold
+    up every other client's reads and writes. Groups go smallest first, and
+    the waiting writers after the ones marked meanwhile, at least a chunk of
+    them each iteration.
+
     Transports cut off for being slow are aborted :data:`ABORTS_PER_BATCH` at a
     time, a batch every :data:`ABORT_INTERVAL` (:meth:`abort_soon`): a flood
     that overflows a thousand slow clients at once would otherwise tear all of
@@ -145,14 +163,15 @@ class FlushScheduler:
     between two batches for everyone else's reads and writes.
     """
 
-    __slots__ = ("_loop", "_first", "_dirty", "_groups", "_scheduled", "_delay", "_held", "_recheck_scheduled",
-                 "_aborts")
+    __slots__ = ("_loop", "_first", "_dirty", "_groups", "_rest", "_scheduled", "_delay", "_held",
+                 "_recheck_scheduled", "_aborts")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, delay: float = 0.0) -> None:
         self._loop = loop
         self._first: list[Writer] = []
         self._dirty: list[Writer] = []
         self._groups: dict[int, Collection[HasWriter]] = {}  # by id: each group once per flush
+        self._rest: collections.deque[Writer] = collections.deque()  # left by a flush that wrote its budget
         self._scheduled = False
         self._delay = delay
         self._held: list[Writer] = []
@@ -191,19 +210,65 @@ class FlushScheduler:
 
     def _run(self) -> None:
         self._scheduled = False
+        budget = FLUSH_BUDGET
+        waiting = len(self._rest)  # since an earlier flush
         if self._first:
             first, self._first = self._first, []
             for writer in first:
-                writer.flush()
-        dirty, self._dirty = self._dirty, []
-        for writer in dirty:
-            writer.flush()
+                budget -= writer.flush()
+        if self._dirty:
+            dirty, self._dirty = self._dirty, []
+            for start in range(0, len(dirty), FLUSH_CHUNK):
+                if budget <= 0:
+                    self._rest.extend(dirty[start:])  # marked already, and in no other list
+                    break
+                for writer in dirty[start:start + FLUSH_CHUNK]:
+                    budget -= writer.flush()
         if self._groups:
             groups, self._groups = self._groups, {}
+            large = []
             for group in groups.values():
+                if len(group) > FLUSH_CHUNK:
+                    large.append(group)  # after the small ones, which the budget never splits
+                    continue
                 # A copy: a flush may overflow, and the connection leave the group.
                 for member in list(group):
-                    member.writer.flush()
+                    budget -= member.writer.flush()
+            if len(large) > 1:
+                large.sort(key=len)  # the smaller first: the budget splits the largest
+            for group in large:
+                members = list(group)
+                for start in range(0, len(members), FLUSH_CHUNK):
+                    if budget <= 0:
+                        self._defer(members[start:])
+                        break
+                    for member in members[start:start + FLUSH_CHUNK]:
+                        budget -= member.writer.flush()
+        if self._rest:
+            # What earlier flushes left: at least a chunk of it, however much
+            # the new marks wrote, so that it always moves on; then as much as
+            # the budget leaves.
+            rest = self._rest
+            for _ in range(min(waiting, FLUSH_CHUNK)):
+                budget -= rest.popleft().flush()
+            while rest and budget > 0:
+                budget -= rest.popleft().flush()
+            if rest and not self._scheduled:
+                self._scheduled = True
+                self._loop.call_soon(self._run)
+
+    def _defer(self, members: list[HasWriter]) -> None:
+        """Leave the writers of ``members`` to the next loop iteration: this one has written its budget.
+
+        A writer already marked is in a list already (or held); the others are
+        marked while they wait, so that each waits once, behind those already waiting.
+        """
+        rest = self._rest
+        for member in members:
+            writer = member.writer
+            if not writer._marked:
+                writer._marked = True
+                rest.append(writer)
 
     def hold(self, writer: Writer) -> None:
         """Flush ``writer`` again after ``RECHECK_DELAY``: its transport is backed up."""
@@ -228,9 +293,20 @@ class FlushScheduler:
     def _recheck(self) -> None:
         self._recheck_scheduled = False
         held, self._held = self._held, []
-        for writer in held:
+        self._recheck_some(held, 0)
+
+    def _recheck_some(self, held: list[Writer], start: int) -> None:
+        """Look at ``RECHECK_CHUNK`` of the held writers, from ``start``; the rest in the next iteration.
+
+        A thousand backed-up clients cost a millisecond or two to look at: in
+        slices, nobody else waits for all of them.
+        """
+        end = start + RECHECK_CHUNK
+        for writer in held[start:end]:
             writer._holding = False
             writer.flush()
+        if end < len(held):
+            self._loop.call_soon(self._recheck_some, held, end)
 
 
 #: The headers of frames shorter than 126 bytes, by opcode and length: no bytes made per write.
@@ -338,7 +414,7 @@ class Writer:
             self._marked = True
             self._scheduler.mark(self)
 
-    def flush(self, trailer: bytes = b"", now: bool = False) -> None:
+    def flush(self, trailer: bytes = b"", now: bool = False) -> int:
         """Write everything pending as one frame, with one ``write`` (or ``writelines``).
 
         While the transport still holds data that the peer has not taken, the
@@ -349,21 +425,22 @@ class Writer:
         either way.
 
         ``trailer`` (a close frame) goes out in the same write, after the frame.
+        Returns the bytes handed to the transport (0 if none): the scheduler's budget.
         """
         if self._holding and not now:
-            return  # the recheck flushes it
+            return 0  # the recheck flushes it
         self._marked = False
         pending = self._pending
         if not pending:
-            return
+            return 0
         if self.closed:
             pending.clear()  # appended to by a fan-out before the hub let go of it
-            return
+            return 0
         transport = self._transport
         if transport.is_closing():
             self.discard()
             self.closed = True
-            return
+            return 0
         backlog = transport.get_write_buffer_size()
         counted = self._counted
         count = len(pending)
@@ -374,20 +451,20 @@ class Writer:
             size = sum(map(len, pending))
         if backlog + size > self._limit:
             self._overflow()
-            return
+            return 0
         if backlog and not now:
             # Marked while held: enqueue leaves the next flush to the recheck.
             self._marked = self._holding = True
             self._counted = count
             self._counted_bytes = size
             self._scheduler.hold(self)
-            return
+            return 0
         self._pending_bytes = self._counted = 0
         if self._framing is not None:
             framed = self._framing(pending[:])
             pending.clear()
             write_buffers(transport, [*framed, trailer] if trailer else framed)
-            return
+            return size
         if size < SHARE_FROM * count:
             payload = pending[0] if count == 1 else self._separator.join(pending)
             pending.clear()
@@ -398,7 +475,7 @@ class Writer:
                 transport.write(_MEDIUM(0x80 | self._opcode, 126, n) + payload + trailer)
             else:
                 transport.write(frame_header(self._opcode, n) + payload + trailer)
-            return
+            return n
         # Large messages: the header, then the payloads themselves (shared with
         # every other subscriber), in one writelines.
         separator = self._separator
@@ -408,7 +485,7 @@ class Writer:
             first = pending[0]
             pending.clear()
             transport.writelines((header, first, trailer) if trailer else (header, first))
-            return
+            return n
         buffers = [header, pending[0]]
         append = buffers.append
         for payload in pending[1:]:
@@ -419,6 +496,7 @@ class Writer:
         if trailer:
             append(trailer)
         transport.writelines(buffers)
+        return n
 
     def cut_off(self) -> None:
         """Close for good now and drop what is pending; the transport is aborted soon after.

@@ -85,10 +85,10 @@ class SseWriter(Writer):
         """One of the stream's own events, with the current position as its id."""
         super().enqueue(codec.event(event, data, codec.encode_id(self.positions)))
 
-    def flush(self, trailer: bytes = b"", now: bool = False) -> None:
+    def flush(self, trailer: bytes = b"", now: bool = False) -> int:
         if self._sse_transport.is_closing():
             self._on_lost()
-        super().flush(trailer, now)
+        return super().flush(trailer, now)
 
 
 class SseConnection(Connection):

@@ -25,11 +25,12 @@ BURST = 20
 async def test_a_burst_from_redis_is_one_frame_per_subscriber(make_stagewire, tmp_path):
     url = require_redis()
     prefix = f"swtest-{secrets.token_hex(4)}"
-    # No periodic position check and no ping push meanwhile: the round trips and
-    # frames counted below are the burst's alone.
+    # No periodic position check, no ping push and no stats publication (one a
+    # second by default) meanwhile: the round trips and frames counted below
+    # are the burst's alone.
     sw = await make_stagewire(make_settings(
         tmp_path, broker={"backend": "redis", "redis_url": url, "prefix": prefix, "position_check_interval": 0},
-        client={"write_delay": 0.0, "ping_interval": 3600}))
+        client={"write_delay": 0.0, "ping_interval": 3600}, server={"stats_interval": 0}))
     try:
         clients = [await sw.client("alice"), await sw.client("bob", subprotocol="stagewire.msgpack")]
         for client in clients:

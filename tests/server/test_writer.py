@@ -10,7 +10,8 @@ import tracemalloc
 import pytest
 
 from server.writer import (
-    ABORT_INTERVAL, ABORTS_PER_BATCH, RECHECK_DELAY, SHARE_FROM, FlushScheduler, Writer, frame_header, limit_unsent,
+    ABORT_INTERVAL, ABORTS_PER_BATCH, FLUSH_BUDGET, FLUSH_CHUNK, RECHECK_CHUNK, RECHECK_DELAY, SHARE_FROM,
+    FlushScheduler, Writer, frame_header, limit_unsent,
 )
 
 
@@ -393,3 +394,94 @@ async def test_a_held_writer_counts_only_what_came_since_its_last_recheck():
     writer._holding = False
     writer.flush()
     assert overflows == [1]
+
+
+class Logged(FakeTransport):
+    """Appends its name to a shared log at each write."""
+
+    def __init__(self, name: str, log: list[str]) -> None:
+        super().__init__()
+        self.name, self.log = name, log
+
+    def write(self, data: bytes) -> None:
+        self.log.append(self.name)
+        super().write(data)
+
+    def writelines(self, buffers) -> None:
+        self.log.append(self.name)
+        super().writelines(buffers)
+
+
+def logged_group(scheduler: FlushScheduler, name: str, size: int, log: list[str]):
+    transports = [Logged(name, log) for _ in range(size)]
+    writers = [Writer(t, scheduler, binary=False, limit=10_000_000, on_overflow=lambda: None) for t in transports]
+    return {Member(w): w.append for w in writers}, transports
+
+
+async def test_a_large_fan_out_is_written_a_budget_per_loop_iteration_with_smaller_groups_first():
+    scheduler = FlushScheduler(asyncio.get_running_loop())
+    log: list[str] = []
+    big, big_transports = logged_group(scheduler, "big", 200, log)
+    small, small_transports = logged_group(scheduler, "small", FLUSH_CHUNK * 3, log)  # split too, if it came last
+    payload = b"p" * 16_000  # 3.2 MB to the big group in all
+    for append in big.values():
+        append(payload)
+    scheduler.mark_group(big)
+    await next_tick()
+    first = log.count("big")
+    assert 0 < first < 200, "a budget's worth in the first iteration, not the whole fan-out"
+    assert first * len(payload) <= FLUSH_BUDGET + FLUSH_CHUNK * len(payload)
+    log.clear()
+    # Another publication to the big group (the writers still waiting take it in the same frame),
+    # then one to another channel: written in the next iteration, ahead of the big group and the rest.
+    for append in big.values():
+        append(b"q" * 16_000)
+    scheduler.mark_group(big)
+    for append in small.values():
+        append(b'{"pub":"small"}')
+    scheduler.mark_group(small)
+    await next_tick()
+    assert log[:len(small)] == ["small"] * len(small)
+    for _ in range(200):
+        if all(t.writes for t in big_transports) and log.count("big") >= 400 - first:
+            break
+        await next_tick()
+    assert all(len(t.writes) == 1 for t in small_transports)
+    frames = [[parse_frame(w)[1] for w in t.writes] for t in big_transports]
+    # The first ones written alone, then once more with the second; the others once, with both, in order.
+    assert sum(f == [payload, b"q" * 16_000] for f in frames) == first
+    assert sum(f == [payload + b"\n" + b"q" * 16_000] for f in frames) == 200 - first
+
+
+async def test_small_fan_outs_are_not_split():
+    scheduler = FlushScheduler(asyncio.get_running_loop())
+    log: list[str] = []
+    group, transports = logged_group(scheduler, "sub", 5000, log)
+    push = b'{"type":"pub","channel":"news","offset":1,"data":{"text":"' + b"x" * 140 + b'"}}'
+    assert len(push) >= 200 and len(push) * len(group) <= FLUSH_BUDGET
+    for append in group.values():
+        append(push)
+    scheduler.mark_group(group)
+    await next_tick()
+    assert all(len(t.writes) == 1 for t in transports)
+
+
+async def test_held_writers_are_looked_at_a_chunk_per_loop_iteration():
+    scheduler = FlushScheduler(asyncio.get_running_loop())
+    pairs = [make_on(scheduler, limit=100_000) for _ in range(RECHECK_CHUNK * 2 + 1)]
+    for writer, transport, _ in pairs:
+        transport.buffered = 10
+        writer.enqueue(b"x")
+    await next_tick()
+    assert all(writer._holding for writer, _, _ in pairs)
+    for _, transport, _ in pairs:
+        transport.buffered = 0
+    written: list[int] = []
+    deadline = asyncio.get_running_loop().time() + 2
+    while sum(written) < len(pairs) and asyncio.get_running_loop().time() < deadline:
+        await next_tick()
+        done = sum(bool(t.writes) for _, t, _ in pairs) - sum(written)
+        if done or written:
+            written.append(done)
+    assert written[:3] == [RECHECK_CHUNK, RECHECK_CHUNK, 1]
+    assert all(len(t.writes) == 1 for _, t, _ in pairs)

@@ -122,7 +122,7 @@ class CommandPipeline:
         if conn is not None and conn.is_connected:
             # Idle, anything readable means the server closed it (or it is out
             # of step): reconnect now rather than lose the batch to it.
-            if self._inflight or not await conn.can_read():
+            if self._inflight or not await _dirty(conn):
                 return conn
         await self._drop("Redis connection lost")
         conn = self._connect()
@@ -173,3 +173,15 @@ class CommandPipeline:
         for future in futures:
             if not future.done():
                 future.set_exception(BrokerUnavailable(reason))
+
+
+async def _dirty(conn: AbstractConnection) -> bool:
+    """Whether an idle connection has something to read: a reply out of step, or the server's close.
+
+    redis-py before 8.2 reports a closed connection as readable; 8.2 raises
+    ``ConnectionError`` for it (and ``OSError`` for a parser already shut).
+    """
+    try:
+        return bool(await conn.can_read())
+    except (redis_errors.ConnectionError, OSError):
+        return True

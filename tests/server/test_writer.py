@@ -37,6 +37,22 @@ class FakeTransport:
         return self.closing
 
 
+class Logged(FakeTransport):
+    """Appends its name to a shared log at each write."""
+
+    def __init__(self, name: str, log: list[str]) -> None:
+        super().__init__()
+        self.name, self.log = name, log
+
+    def write(self, data: bytes) -> None:
+        self.log.append(self.name)
+        super().write(data)
+
+    def writelines(self, buffers) -> None:
+        self.log.append(self.name)
+        super().writelines(buffers)
+
+
 def parse_frame(data: bytes) -> tuple[int, bytes]:
     opcode = data[0] & 0x0F
     assert data[0] & 0x80, "FIN must be set"
@@ -272,16 +288,7 @@ def test_peers_that_stop_reading_cost_neither_copies_nor_kernel_megabytes():
 async def test_a_reply_is_written_before_the_fan_out_of_the_same_flush():
     scheduler = FlushScheduler(asyncio.get_running_loop())
     order: list[str] = []
-
-    class Recording(FakeTransport):
-        def __init__(self, name: str) -> None:
-            super().__init__()
-            self.name = name
-
-        def write(self, data: bytes) -> None:
-            order.append(self.name)
-
-    writers = {name: Writer(Recording(name), scheduler, binary=False, limit=1000, on_overflow=lambda: None)
+    writers = {name: Writer(Logged(name, order), scheduler, binary=False, limit=1000, on_overflow=lambda: None)
                for name in ("sub1", "sub2", "publisher", "both")}
     writers["sub1"].enqueue(b'{"pub":1}')
     writers["sub2"].enqueue(b'{"pub":1}')
@@ -394,22 +401,6 @@ async def test_a_held_writer_counts_only_what_came_since_its_last_recheck():
     writer._holding = False
     writer.flush()
     assert overflows == [1]
-
-
-class Logged(FakeTransport):
-    """Appends its name to a shared log at each write."""
-
-    def __init__(self, name: str, log: list[str]) -> None:
-        super().__init__()
-        self.name, self.log = name, log
-
-    def write(self, data: bytes) -> None:
-        self.log.append(self.name)
-        super().write(data)
-
-    def writelines(self, buffers) -> None:
-        self.log.append(self.name)
-        super().writelines(buffers)
 
 
 def logged_group(scheduler: FlushScheduler, name: str, size: int, log: list[str]):

@@ -13,7 +13,7 @@ in start-up order:
 5. the hooks (``server/hooks/``): the pooled HTTP client to the backend, the
    webhook outbox and senders, the cluster transitions and the proxies;
 6. the Pusher service (``server/pusher/``) and the SSE tickets (``server/sse/``);
-7. the live stats feed.
+7. the live stats feed, and the heap trimmer (``server/ops/heap.py``).
 
 Nothing is registered as a side effect of an import.
 """
@@ -51,6 +51,7 @@ from server.hooks.service import Hooks
 from server.node import Node
 from server.ops import health, metrics
 from server.ops.logs import request_log_middleware
+from server.ops import heap
 from server.ops.stats import RecentErrors, StatsPublisher, stats_channel_usable
 from server.presence.base import PresenceStore
 from server.presence.memory import MemoryPresence
@@ -92,7 +93,8 @@ def create_app(settings: Settings, registry: Registry = REGISTRY) -> web.Applica
     groups = (*registry.http, HttpRoutes(hooks_routes.routes, hooks_routes.describe))
     app[API_DOCS] = tuple(group.describe for group in groups if group.describe is not None)
     app[METRICS] = metrics.create_registry(lambda: app.get(NODE))
-    app.cleanup_ctx.extend([database_ctx, redis_ctx, auth_ctx, node_ctx, hooks_ctx, pusher_ctx, sse_ctx, stats_ctx])
+    app.cleanup_ctx.extend([database_ctx, redis_ctx, auth_ctx, node_ctx, hooks_ctx, pusher_ctx, sse_ctx, stats_ctx,
+                            heap_ctx])
     app.on_shutdown.append(close_websockets)
     app.on_response_prepare.append(set_security_headers)
     app.add_routes([web.get("/ws", websocket_handler)])
@@ -245,6 +247,21 @@ async def stats_ctx(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         root.removeHandler(errors)
+
+
+async def heap_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Give the heap's free pages back after connections came and went, every ``heap_trim_interval`` seconds."""
+    interval = app[SETTINGS].server.heap_trim_interval
+    trim = heap.malloc_trim() if interval > 0 else None
+    if trim is None:
+        yield
+        return
+    task = asyncio.create_task(heap.HeapTrimmer(app[NODE], trim, heap.TRIM_CHURN).run(interval), name="heap-trimmer")
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def close_websockets(app: web.Application) -> None:

@@ -56,6 +56,9 @@ class ServerSettings:
     connection_log: bool = False
     stats_channel: str = "ops:stats"  # "" for none; see server/ops/stats.py
     stats_interval: float = 1.0  # seconds; 0 for none
+    # Seconds between looks at whether to give the heap's free pages back after connections
+    # came and went (server/ops/heap.py); 0: never.
+    heap_trim_interval: float = 1.0
     header_timeout: float = 10.0  # seconds to send a request's headers (and to idle between requests)
     tls_cert: str = ""  # PEM certificate chain: serve HTTPS and WSS directly (with tls_key)
     tls_key: str = ""  # PEM private key of tls_cert

@@ -18,7 +18,7 @@ class Counters:
 
     __slots__ = (
         "connections_accepted", "commands", "command_errors", "messages_out",
-        "publications", "deliveries", "slow_disconnects", "connects_deferred",
+        "publications", "deliveries", "slow_disconnects", "connects_deferred", "heap_trims",
     )
 
     def __init__(self) -> None:
@@ -30,6 +30,7 @@ class Counters:
         self.deliveries = 0  # publications queued to local subscribers
         self.slow_disconnects = 0  # clients cut off with 4001
         self.connects_deferred = 0  # upgrades answered 503 try_again ([server] max_handshakes)
+        self.heap_trims = 0  # free heap pages handed back after connections came and went (ops/heap.py)
 
     def snapshot(self) -> dict[str, int]:
         """Every counter by name."""

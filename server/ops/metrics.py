@@ -22,6 +22,7 @@ publications_total                  counter    publications received from the br
 deliveries_total                    counter    publications queued to local subscribers
 slow_disconnects_total              counter    clients cut off as slow (close code 4001)
 connects_deferred_total             counter    upgrades answered 503 ``try_again`` (``max_handshakes``)
+heap_trims_total                    counter    free heap pages handed back to the system (``heap_trim_interval``)
 broker_up                           gauge      1 while the broker is reachable
 broker_reconnects_total             counter    times the broker connection was re-established
 gap_fills_total                     counter    channels filled from their stream after missing publications
@@ -64,6 +65,7 @@ _COUNTERS = (
     ("deliveries", "deliveries", "Publications queued to local subscribers"),
     ("slow_disconnects", "slow_disconnects", "Clients disconnected as slow (4001)"),
     ("connects_deferred", "connects_deferred", "Upgrades answered 503 try_again (max_handshakes)"),
+    ("heap_trims", "heap_trims", "Free heap pages handed back to the system (heap_trim_interval)"),
 )
 
 

@@ -1,0 +1,85 @@
+"""The heap trimmer: free pages go back to the system once connections came and went, between handshakes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+from server.appkeys import NODE
+from server.ops.heap import HeapTrimmer, malloc_trim
+from tests.conftest import make_settings
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * PAGE
+
+
+async def until(condition, what: str, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, f"still not {what} after {timeout} s"
+        await asyncio.sleep(0.01)
+
+
+def test_malloc_trim_hands_freed_pages_between_live_blocks_back():
+    trim = malloc_trim()
+    if trim is None:
+        pytest.skip("this C library has no malloc_trim (not glibc)")
+    # 4,000-byte buffers come from malloc (over pymalloc's 512 bytes); keeping one in
+    # ten leaves the freed ones between live blocks, where free() keeps them resident.
+    blocks = [bytearray(4000) for _ in range(20_000)]
+    kept = blocks[::10]
+    del blocks
+    before = rss()
+    trim(0)
+    after = rss()
+    assert before - after > 16 * 2**20, (before, after)
+    assert len(kept) == 2000
+
+
+async def test_trims_after_enough_connections_came_and_went_never_during_a_handshake(stagewire):
+    node = stagewire.app[NODE]
+    trims: list[int] = []
+    trimmer = HeapTrimmer(node, lambda pad: trims.append(pad) or 1, churn=4)
+    alice = [await stagewire.client("alice") for _ in range(3)]
+    assert not trimmer.check() and trims == []  # 3 opened: not enough yet
+    waiting = await stagewire.raw_client()  # upgraded, no connect sent: a handshake in flight
+    await stagewire.client("bob")
+    assert node.handshaking == 1
+    assert not trimmer.check() and trims == []  # enough, but not while a handshake is on
+    await waiting.close()
+    await until(lambda: node.handshaking == 0, "done with the handshake")
+    assert trimmer.check() and trims == [0]
+    assert node.counters.heap_trims == 1
+    assert not trimmer.check()  # nothing came or went since
+    for client in alice:
+        await client.close()
+    await until(lambda: len(node.connections) == 1, "down to bob")
+    assert not trimmer.check()  # 3 closed (the raw client's close counted once already)
+    await stagewire.client("carol")
+    assert trimmer.check() and trims == [0, 0] and node.counters.heap_trims == 2
+
+
+async def test_the_server_runs_the_trimmer_and_counts_its_trims(make_stagewire, tmp_path, monkeypatch):
+    if malloc_trim() is None:
+        pytest.skip("this C library has no malloc_trim (not glibc)")
+    monkeypatch.setattr("server.ops.heap.TRIM_CHURN", 2)
+    sw = await make_stagewire(make_settings(tmp_path, server={"heap_trim_interval": 0.02}))
+    for _ in range(2):
+        await sw.client("alice")
+    node = sw.app[NODE]
+    await until(lambda: node.counters.heap_trims == 1, "trimmed")
+    async with sw.http.get(f"{sw.url}/metrics", headers={"Authorization": "Bearer test-api-key"}) as r:
+        assert "stagewire_heap_trims_total 1.0" in await r.text()
+
+
+async def test_off_when_the_interval_is_zero(make_stagewire, tmp_path):
+    sw = await make_stagewire(make_settings(tmp_path, server={"heap_trim_interval": 0}))
+    await sw.client("alice")
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "heap-trimmer"]
+    assert sw.app[NODE].counters.heap_trims == 0

@@ -256,7 +256,7 @@ async def heap_ctx(app: web.Application) -> AsyncIterator[None]:
     if trim is None:
         yield
         return
-    task = asyncio.create_task(heap.HeapTrimmer(app[NODE], trim, heap.TRIM_CHURN).run(interval), name="heap-trimmer")
+    task = asyncio.create_task(heap.HeapTrimmer(app[NODE], trim).run(interval), name="heap-trimmer")
     try:
         yield
     finally:

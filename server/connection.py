@@ -19,6 +19,7 @@ import asyncio
 import enum
 import logging
 import math
+import os
 import secrets
 import time
 from typing import Any, Callable, Collection, Coroutine, Mapping
@@ -42,6 +43,20 @@ log = logging.getLogger("stagewire.connection")
 CLOSE_TIMEOUT = 2.0
 #: A WebSocket ping with no payload (server frames are not masked).
 PING_FRAME = b"\x89\x00"
+
+
+#: Connection ids made from one ``os.urandom`` read.
+ID_BATCH = 256
+_ids: list[str] = []
+os.register_at_fork(after_in_child=_ids.clear)  # a worker never repeats its parent's
+
+
+def new_id() -> str:
+    """A random connection id of 16 hex digits; a storm of connects reads the system's random source once per batch."""
+    if not _ids:
+        digits = secrets.token_hex(8 * ID_BATCH)
+        _ids.extend(digits[i:i + 16] for i in range(0, len(digits), 16))
+    return _ids.pop()
 
 
 class State(enum.Enum):
@@ -78,7 +93,7 @@ class Connection:
         spawn: Spawn,
         expiries: Expiries | None = None,
     ) -> None:
-        self.id = secrets.token_hex(8)
+        self.id = new_id()
         self.ws = ws
         self.encoding = encoding
         self.remote = remote

@@ -9,28 +9,32 @@ docs/benchmarks.md). ``malloc_trim(0)`` returns every whole free page to the
 system (``madvise``); it took 0.2–0.5 ms for a heap of that size. The memory
 is not lost to Python: the next allocation that needs it faults a page back in.
 
-:class:`HeapTrimmer` looks every ``[server] heap_trim_interval`` seconds and
-trims when at least :data:`TRIM_CHURN` connections opened or closed since
-the last trim and no handshake is in flight, so a storm is trimmed once,
-after it. Go's runtime, which Centrifuge runs on, returns memory the same way
-(its scavenger). Where the C library has no ``malloc_trim`` (musl, macOS),
-nothing is done.
+:class:`HeapTrimmer` looks every ``[server] heap_trim_interval`` seconds
+and trims once a burst is over: at least :data:`TRIM_CHURN` events (commands,
+connections opened and closed) since the last trim, and fewer than
+:data:`QUIET` in the last interval. A storm of reconnects and resubscribes is
+trimmed once, after it; under traffic that never quiets down, once every
+:data:`TRIM_EVERY` seconds. Go's runtime, which Centrifuge runs on, returns
+memory the same way (its scavenger). Where the C library has no
+``malloc_trim`` (musl, macOS), nothing is done.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
-import logging
+import time
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
     from server.node import Node
 
-log = logging.getLogger("stagewire.heap")
-
-#: Connections opened plus closed since the last trim that make the next one worth it.
+#: Events (commands, connections opened and closed) since the last trim that make the next one worth it.
 TRIM_CHURN = 256
+#: Fewer events than this in the last interval: the burst is over.
+QUIET = 32
+#: Seconds between trims under traffic that never quiets down.
+TRIM_EVERY = 60.0
 
 
 def malloc_trim() -> Callable[[int], int] | None:
@@ -45,27 +49,34 @@ def malloc_trim() -> Callable[[int], int] | None:
 
 
 class HeapTrimmer:
-    """Trims the heap after enough connections came or went, between handshakes."""
+    """Trims the heap once a burst of connections and commands is over."""
 
-    def __init__(self, node: Node, trim: Callable[[int], int], churn: int) -> None:
+    def __init__(self, node: Node, trim: Callable[[int], int], *, churn: int = TRIM_CHURN, quiet: int = QUIET,
+                 every: float = TRIM_EVERY, clock: Callable[[], float] = time.monotonic) -> None:
         self._node = node
         self._trim = trim
-        self._churn = churn
-        self._accepted = node.counters.connections_accepted
-        self._closed = 0
+        self._churn, self._quiet, self._every = churn, quiet, every
+        self._clock = clock
+        self._at_trim = self._at_check = self._events()
+        self._trimmed_at = clock()
+
+    def _events(self) -> int:
+        counters = self._node.counters
+        accepted = counters.connections_accepted
+        return counters.commands + accepted + (accepted - len(self._node.connections))
 
     def check(self) -> bool:
-        """Trim if it is due; whether it trimmed."""
-        node = self._node
-        if node.handshaking:
-            return False  # a storm is still on: after it
-        accepted = node.counters.connections_accepted
-        closed = accepted - len(node.connections)
-        if (accepted - self._accepted) + (closed - self._closed) < self._churn:
+        """Trim if it is due; whether it trimmed. Called once an interval."""
+        events = self._events()
+        recent, self._at_check = events - self._at_check, events
+        if events - self._at_trim < self._churn:
             return False
-        self._accepted, self._closed = accepted, closed
+        now = self._clock()
+        if recent >= self._quiet and now - self._trimmed_at < self._every:
+            return False  # still busy: after the burst
+        self._at_trim, self._trimmed_at = events, now
         self._trim(0)
-        node.counters.heap_trims += 1
+        self._node.counters.heap_trims += 1
         return True
 
     async def run(self, interval: float) -> None:

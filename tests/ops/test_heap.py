@@ -8,7 +8,7 @@ import os
 import pytest
 
 from server.appkeys import NODE
-from server.ops.heap import HeapTrimmer, malloc_trim
+from server.ops.heap import TRIM_CHURN, HeapTrimmer, malloc_trim
 from tests.conftest import make_settings
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -42,36 +42,60 @@ def test_malloc_trim_hands_freed_pages_between_live_blocks_back():
     assert len(kept) == 2000
 
 
-async def test_trims_after_enough_connections_came_and_went_never_during_a_handshake(stagewire):
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_trims_once_a_burst_of_connects_and_commands_is_over(stagewire):
     node = stagewire.app[NODE]
     trims: list[int] = []
-    trimmer = HeapTrimmer(node, lambda pad: trims.append(pad) or 1, churn=4)
-    alice = [await stagewire.client("alice") for _ in range(3)]
-    assert not trimmer.check() and trims == []  # 3 opened: not enough yet
-    waiting = await stagewire.raw_client()  # upgraded, no connect sent: a handshake in flight
-    await stagewire.client("bob")
-    assert node.handshaking == 1
-    assert not trimmer.check() and trims == []  # enough, but not while a handshake is on
-    await waiting.close()
-    await until(lambda: node.handshaking == 0, "done with the handshake")
-    assert trimmer.check() and trims == [0]
+    trimmer = HeapTrimmer(node, lambda pad: trims.append(pad) or 1, churn=8, quiet=3, clock=Clock())
+    alice = [await stagewire.client("alice") for _ in range(3)]  # 3 opened, 3 connect commands
+    assert not trimmer.check()  # 6 events: not enough yet
+    for client in alice:
+        await client.result("subscribe", channel="chat:a")  # 9 since the last trim, 3 since the last look
+    assert not trimmer.check() and trims == []  # enough, but the burst is still on
+    assert trimmer.check() and trims == [0]  # a quiet interval: now
     assert node.counters.heap_trims == 1
     assert not trimmer.check()  # nothing came or went since
     for client in alice:
         await client.close()
-    await until(lambda: len(node.connections) == 1, "down to bob")
-    assert not trimmer.check()  # 3 closed (the raw client's close counted once already)
-    await stagewire.client("carol")
-    assert trimmer.check() and trims == [0, 0] and node.counters.heap_trims == 2
+    await until(lambda: not node.connections, "all closed")
+    bob = await stagewire.client("bob")  # 3 closed, 1 opened, 1 command: 5
+    for channel in ("chat:a", "chat:b", "chat:c"):
+        await bob.result("subscribe", channel=channel)  # 8: the closes count
+    assert not trimmer.check()
+    assert trimmer.check() and node.counters.heap_trims == 2
 
 
-async def test_the_server_runs_the_trimmer_and_counts_its_trims(make_stagewire, tmp_path, monkeypatch):
+async def test_traffic_that_never_quiets_down_is_trimmed_every_so_often(stagewire):
+    node = stagewire.app[NODE]
+    clock = Clock()
+    trimmer = HeapTrimmer(node, lambda pad: 1, churn=4, quiet=2, every=60.0, clock=clock)
+    alice = await stagewire.client("alice")
+    await alice.result("subscribe", channel="chat:a")
+    for second in range(70):
+        clock.now += 1
+        for i in range(2):  # 2 commands a second: never quiet
+            await alice.result("publish", channel="chat:a", data=i)
+        if trimmer.check():
+            break
+    assert second == 59 and node.counters.heap_trims == 1
+
+
+async def test_the_server_runs_the_trimmer_and_counts_its_trims(make_stagewire, tmp_path):
     if malloc_trim() is None:
         pytest.skip("this C library has no malloc_trim (not glibc)")
-    monkeypatch.setattr("server.ops.heap.TRIM_CHURN", 2)
-    sw = await make_stagewire(make_settings(tmp_path, server={"heap_trim_interval": 0.02}))
-    for _ in range(2):
-        await sw.client("alice")
+    sw = await make_stagewire(make_settings(
+        tmp_path, server={"heap_trim_interval": 0.05}, client={"command_rate": 10_000, "command_burst": 10_000}))
+    alice = await sw.client("alice")
+    await alice.result("subscribe", channel="chat:a")
+    for i in range(TRIM_CHURN):
+        await alice.result("publish", channel="chat:a", data=i)
     node = sw.app[NODE]
     await until(lambda: node.counters.heap_trims == 1, "trimmed")
     async with sw.http.get(f"{sw.url}/metrics", headers={"Authorization": "Bearer test-api-key"}) as r:

@@ -10,31 +10,31 @@ system (``madvise``); it took 0.2–0.5 ms for a heap of that size. The memory
 is not lost to Python: the next allocation that needs it faults a page back in.
 
 :class:`HeapTrimmer` looks every ``[server] heap_trim_interval`` seconds
-and trims once a burst is over: at least :data:`TRIM_CHURN` events (commands,
-connections opened and closed) since the last trim, and fewer than
-:data:`QUIET` in the last interval. A storm of reconnects and resubscribes is
-trimmed once, after it; under traffic that never quiets down, once every
-:data:`TRIM_EVERY` seconds. Go's runtime, which Centrifuge runs on, returns
-memory the same way (its scavenger). Where the C library has no
-``malloc_trim`` (musl, macOS), nothing is done.
+and trims once connections came and went and the node is quiet: at least
+:data:`TRIM_CHURN` connections opened or closed since the last trim, and
+fewer than :data:`QUIET` events (connections, commands, publications) in the
+last interval. A storm of reconnects and resubscribes is trimmed once, after
+it. Never while traffic flows: a trim of a heap that a flood of publications
+left in pieces takes one ``madvise`` per piece, a stall that every client
+would see, and the pages it gives back are faulted in again by the next
+fan-out. Go's runtime, which Centrifuge runs on, returns memory the same way
+(its scavenger). Where the C library has no ``malloc_trim`` (musl, macOS),
+nothing is done.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
-import time
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
     from server.node import Node
 
-#: Events (commands, connections opened and closed) since the last trim that make the next one worth it.
+#: Connections opened plus closed since the last trim that make the next one worth it.
 TRIM_CHURN = 256
-#: Fewer events than this in the last interval: the burst is over.
+#: Fewer events (connections opened and closed, commands, publications) than this in the last interval: quiet.
 QUIET = 32
-#: Seconds between trims under traffic that never quiets down.
-TRIM_EVERY = 60.0
 
 
 def malloc_trim() -> Callable[[int], int] | None:
@@ -49,32 +49,29 @@ def malloc_trim() -> Callable[[int], int] | None:
 
 
 class HeapTrimmer:
-    """Trims the heap once a burst of connections and commands is over."""
+    """Trims the heap once connections came and went, when the node is quiet."""
 
-    def __init__(self, node: Node, trim: Callable[[int], int], *, churn: int = TRIM_CHURN, quiet: int = QUIET,
-                 every: float = TRIM_EVERY, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, node: Node, trim: Callable[[int], int], *, churn: int = TRIM_CHURN,
+                 quiet: int = QUIET) -> None:
         self._node = node
         self._trim = trim
-        self._churn, self._quiet, self._every = churn, quiet, every
-        self._clock = clock
-        self._at_trim = self._at_check = self._events()
-        self._trimmed_at = clock()
+        self._churn, self._quiet = churn, quiet
+        self._churn_at_trim, self._events_at_check = self._counts()
 
-    def _events(self) -> int:
+    def _counts(self) -> tuple[int, int]:
+        """Connections opened plus closed, and every event, so far."""
         counters = self._node.counters
         accepted = counters.connections_accepted
-        return counters.commands + accepted + (accepted - len(self._node.connections))
+        churn = accepted + (accepted - len(self._node.connections))
+        return churn, churn + counters.commands + counters.publications
 
     def check(self) -> bool:
         """Trim if it is due; whether it trimmed. Called once an interval."""
-        events = self._events()
-        recent, self._at_check = events - self._at_check, events
-        if events - self._at_trim < self._churn:
+        churn, events = self._counts()
+        recent, self._events_at_check = events - self._events_at_check, events
+        if churn - self._churn_at_trim < self._churn or recent >= self._quiet:
             return False
-        now = self._clock()
-        if recent >= self._quiet and now - self._trimmed_at < self._every:
-            return False  # still busy: after the burst
-        self._at_trim, self._trimmed_at = events, now
+        self._churn_at_trim = churn
         self._trim(0)
         self._node.counters.heap_trims += 1
         return True

@@ -42,60 +42,47 @@ def test_malloc_trim_hands_freed_pages_between_live_blocks_back():
     assert len(kept) == 2000
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-async def test_trims_once_a_burst_of_connects_and_commands_is_over(stagewire):
+async def test_trims_once_connections_came_and_went_and_the_node_is_quiet(stagewire):
     node = stagewire.app[NODE]
     trims: list[int] = []
-    trimmer = HeapTrimmer(node, lambda pad: trims.append(pad) or 1, churn=8, quiet=3, clock=Clock())
-    alice = [await stagewire.client("alice") for _ in range(3)]  # 3 opened, 3 connect commands
-    assert not trimmer.check()  # 6 events: not enough yet
-    for client in alice:
-        await client.result("subscribe", channel="chat:a")  # 9 since the last trim, 3 since the last look
-    assert not trimmer.check() and trims == []  # enough, but the burst is still on
+    trimmer = HeapTrimmer(node, lambda pad: trims.append(pad) or 1, churn=4, quiet=3)
+    alice = [await stagewire.client("alice") for _ in range(3)]
+    assert not trimmer.check()  # 3 opened: not enough yet
+    bob = await stagewire.client("bob")
+    for channel in ("chat:a", "chat:b", "chat:c"):
+        await bob.result("subscribe", channel=channel)
+    assert not trimmer.check() and trims == []  # 4 opened, but 5 events since the last look: busy
     assert trimmer.check() and trims == [0]  # a quiet interval: now
     assert node.counters.heap_trims == 1
     assert not trimmer.check()  # nothing came or went since
     for client in alice:
         await client.close()
-    await until(lambda: not node.connections, "all closed")
-    bob = await stagewire.client("bob")  # 3 closed, 1 opened, 1 command: 5
-    for channel in ("chat:a", "chat:b", "chat:c"):
-        await bob.result("subscribe", channel=channel)  # 8: the closes count
-    assert not trimmer.check()
-    assert trimmer.check() and node.counters.heap_trims == 2
+    await until(lambda: len(node.connections) == 1, "down to bob")
+    assert not trimmer.check()  # 3 closed
+    await stagewire.client("carol")
+    assert trimmer.check() and node.counters.heap_trims == 2  # the closes counted
 
 
-async def test_traffic_that_never_quiets_down_is_trimmed_every_so_often(stagewire):
+async def test_never_while_traffic_flows(stagewire):
     node = stagewire.app[NODE]
-    clock = Clock()
-    trimmer = HeapTrimmer(node, lambda pad: 1, churn=4, quiet=2, every=60.0, clock=clock)
+    trimmer = HeapTrimmer(node, lambda pad: 1, churn=1, quiet=2)
     alice = await stagewire.client("alice")
     await alice.result("subscribe", channel="chat:a")
-    for second in range(70):
-        clock.now += 1
-        for i in range(2):  # 2 commands a second: never quiet
-            await alice.result("publish", channel="chat:a", data=i)
-        if trimmer.check():
-            break
-    assert second == 59 and node.counters.heap_trims == 1
+    for interval in range(50):
+        await alice.result("publish", channel="chat:a", data=interval)  # a command and a publication
+        await alice.recv_push("pub", channel="chat:a")
+        assert not trimmer.check()
+    assert trimmer.check() and node.counters.heap_trims == 1  # the traffic stopped
 
 
 async def test_the_server_runs_the_trimmer_and_counts_its_trims(make_stagewire, tmp_path):
     if malloc_trim() is None:
         pytest.skip("this C library has no malloc_trim (not glibc)")
-    sw = await make_stagewire(make_settings(
-        tmp_path, server={"heap_trim_interval": 0.05}, client={"command_rate": 10_000, "command_burst": 10_000}))
-    alice = await sw.client("alice")
-    await alice.result("subscribe", channel="chat:a")
-    for i in range(TRIM_CHURN):
-        await alice.result("publish", channel="chat:a", data=i)
+    sw = await make_stagewire(make_settings(tmp_path, server={"heap_trim_interval": 0.05}))
+    token = await sw.token("alice")
+    clients = [await sw.client(token=token) for _ in range(TRIM_CHURN // 2)]
+    for client in clients:
+        await client.close()  # as many opened as closed: TRIM_CHURN in all
     node = sw.app[NODE]
     await until(lambda: node.counters.heap_trims == 1, "trimmed")
     async with sw.http.get(f"{sw.url}/metrics", headers={"Authorization": "Bearer test-api-key"}) as r:

@@ -33,7 +33,7 @@ bench: $(STAMP)
 
 # Connects+auths+subscribes per second beside the bare prototype; a 10,000-client restart.
 bench-connect: $(STAMP)
-	$(BIN)/python -m bench.connect --clients 1000 --inflight 100 --rounds 3
+	$(BIN)/python -m bench.connect --clients 3000 --inflight 100 --rounds 5
 
 # Function calls per connect under cProfile: a cost figure that does not drift with the machine.
 bench-connect-calls: $(STAMP)

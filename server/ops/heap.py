@@ -4,10 +4,10 @@ glibc's ``malloc`` keeps what a freed block leaves inside its heap, and gives
 memory back only from the heap's top. A reconnect storm interleaves the
 handshakes' short-lived buffers with the connections' long-lived objects, so
 once it is over the freed space lies between live blocks and stays resident:
-about 0.8 KiB per connection at 5,000 (``python -m bench.fanout``, see
-docs/benchmarks.md). ``malloc_trim(0)`` returns every whole free page to the
-system (``madvise``); it took 0.2–0.5 ms for a heap of that size. The memory
-is not lost to Python: the next allocation that needs it faults a page back in.
+about 1.1 KiB per connection at 5,000 (``python -m bench.fanout`` with and
+without the trim, docs/benchmarks.md). ``malloc_trim(0)`` returns every whole
+free page to the system (``madvise``). The memory is not lost to Python: the
+next allocation that needs it faults a page back in.
 
 :class:`HeapTrimmer` looks every ``[server] heap_trim_interval`` seconds
 and trims once connections came and went and the node is quiet: at least

@@ -581,7 +581,7 @@ class ConnectionIndex:
         current = self._map.get(key)
         if current is None:
             self._map[key] = conn
-        elif type(current) is dict:
+        elif isinstance(current, dict):
             current[conn] = None
         elif current is not conn:
             self._map[key] = {current: None, conn: None}
@@ -590,7 +590,7 @@ class ConnectionIndex:
         current = self._map.get(key)
         if current is conn:
             del self._map[key]
-        elif type(current) is dict:
+        elif isinstance(current, dict):
             current.pop(conn, None)
             if len(current) == 1:
                 self._map[key] = next(iter(current))
@@ -602,4 +602,4 @@ class ConnectionIndex:
         current = self._map.get(key)
         if current is None:
             return set()
-        return set(current) if type(current) is dict else {current}
+        return set(current) if isinstance(current, dict) else {current}

@@ -49,9 +49,8 @@ from server.hooks.base import NO_EVENTS, NO_PROXY
 from server.hooks.metrics import HooksCollector
 from server.hooks.service import Hooks
 from server.node import Node
-from server.ops import health, metrics
+from server.ops import health, heap, metrics
 from server.ops.logs import request_log_middleware
-from server.ops import heap
 from server.ops.stats import RecentErrors, StatsPublisher, stats_channel_usable
 from server.presence.base import PresenceStore
 from server.presence.memory import MemoryPresence

@@ -89,7 +89,8 @@ class Deadlines(Generic[T]):
 
     Every item gets the same delay, so they expire in the order they came: a
     deque, with one timer armed for its head, instead of a timeout (a timer
-    handle and a context manager) per item.
+    handle and a context manager) per item. A cancelled entry stays until it
+    is due, or until it reaches the head when another is added.
     """
 
     __slots__ = ("_loop", "_delay", "_expired", "_queue", "_timer")
@@ -102,7 +103,12 @@ class Deadlines(Generic[T]):
     def add(self, item: T) -> Deadline:
         """Call ``expired(item)`` after the delay, unless the returned entry is cancelled first."""
         entry = Deadline(self._loop.time() + self._delay, item)
-        self._queue.append(entry)
+        queue = self._queue
+        # Entries cancelled at the head go now, not when due: in a storm of handshakes that
+        # complete in the order they came, the queue holds about those in flight.
+        while queue and queue[0].item is None:
+            queue.popleft()
+        queue.append(entry)
         if self._timer is None:
             self._timer = self._loop.call_at(entry.at, self._fire)
         return entry

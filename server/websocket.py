@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -138,11 +139,13 @@ def peer_address(transport: asyncio.BaseTransport) -> str | None:
 
     ``request.remote`` keeps its answer in the request's cache, and a
     WebSocket's request lives as long as the connection: one entry more there
-    grows every connection's cache to its next size.
+    grows every connection's cache to its next size. Interned: the
+    connections from one address (behind a load balancer, all of them) share
+    one string.
     """
     peer = transport.get_extra_info("peername")
     if isinstance(peer, (list, tuple)):
-        return str(peer[0])
+        return sys.intern(str(peer[0]))
     return None if peer is None else str(peer)
 
 

@@ -72,3 +72,17 @@ async def test_deadlines_fire_in_order_on_one_timer_and_skip_the_cancelled():
     assert all(at >= started + 0.1 - EARLY for _, at in fired[:4])
     assert fired[4][1] >= late.at - EARLY
     assert len(deadlines) == 0 and deadlines._timer is None
+
+
+async def test_cancelled_entries_at_the_head_go_when_the_next_is_added_not_when_due():
+    loop = asyncio.get_running_loop()
+    fired: list[int] = []
+    deadlines = Deadlines(loop, 60.0, fired.append)
+    entries = [deadlines.add(i) for i in range(1000)]
+    for entry in entries[:999]:  # handshakes done in the order they came, but the last
+        entry.cancel()
+    deadlines.add(1000)
+    assert len(deadlines._queue) == 2 and len(deadlines) == 2  # the queue holds those in flight
+    entries[999].cancel()
+    deadlines.add(1001)
+    assert [entry.item for entry in deadlines._queue] == [1000, 1001] and fired == []

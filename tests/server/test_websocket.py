@@ -328,3 +328,11 @@ async def test_handshakes_over_the_admission_limit_are_told_to_try_again_before_
             break
         await asyncio.sleep(0.01)
     assert sw.app[NODE].handshaking == 0
+
+
+async def test_connections_from_one_address_share_its_string(stagewire):
+    for _ in range(3):
+        await stagewire.client("alice")
+    remotes = [conn.remote for conn in stagewire.app[NODE].connections_of("alice")]
+    assert remotes[0] == "127.0.0.1"
+    assert all(remote is remotes[0] for remote in remotes)

@@ -64,6 +64,7 @@ from server.registry import HttpRoutes, Registry
 from server.sse import routes as sse_routes
 from server.sse.tickets import Tickets
 from server.websocket import websocket_handler
+from server.tasks import stop_tasks
 
 log = logging.getLogger("stagewire.app")
 
@@ -243,8 +244,7 @@ async def stats_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await stop_tasks([task])
         root.removeHandler(errors)
 
 
@@ -259,8 +259,7 @@ async def heap_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await stop_tasks([task])
 
 
 async def close_websockets(app: web.Application) -> None:

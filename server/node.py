@@ -565,8 +565,9 @@ class ConnectionIndex:
 
     Most keys have one connection: it is kept as it is. From a second one on,
     the members are the keys of a dict: from 5 members on it is smaller than a
-    set (by ``sys.getsizeof``: a set of 5,000 takes 512 KiB, a dict 144 KiB), and one key, such as
-    a service account's session, may hold every connection of the node.
+    set (by ``sys.getsizeof``: a set of 5,000 takes 512 KiB, a dict 144 KiB),
+    and one key, such as a service account's session, may hold every
+    connection of the node.
     """
 
     __slots__ = ("_map",)
